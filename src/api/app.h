@@ -1,0 +1,45 @@
+/* The application: every long-lived part of a running server, owned by main, seen by handlers. */
+#ifndef TS_APP_H
+#define TS_APP_H
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/route.h"
+#include "core/config.h"
+
+struct app {
+    uv_loop_t *loop;
+    struct config *cfg;
+    char *db_path;
+    struct db *db;
+    struct pool *pool;
+    struct jobs *jobs;
+    struct router *router;
+    struct server *server;
+    struct ws_hub *hub;
+    struct ratelimit *rl;
+    struct cache *cache;
+    struct metrics *metrics;
+    struct metrics_std *mstd;   /* the standard families (recs.md section 7) */
+    int64_t started_ms;
+    bool ready;                 /* startup finished and not draining */
+    bool draining;
+};
+
+/* Every surface's route table; main builds the router from these. */
+extern const struct route_table ops_route_table;
+extern const struct route_table learning_route_table;
+
+/* The dispatcher: the server's on_request / on_error hooks. */
+void dispatch_request(struct request *req);
+void dispatch_error(struct request *req, int err);
+size_t dispatch_body_limit(struct request *req);
+void dispatch_sent(struct request *req);
+int dispatch_tick(void *arg);
+
+/* Writes the error body for h->surface into h->out and sets h->status. */
+void api_error(struct hctx *h, int err, const char *message, const char *field);
+/* Writes the surface's success envelope start/end around a handler's data (learning, commerce). */
+const char *app_version(void);
+#endif

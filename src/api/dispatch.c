@@ -1,0 +1,358 @@
+/* The dispatcher: parse -> route -> auth -> tenant -> permission -> rate -> validate -> handler,
+ * each a short step, then the response, its metrics and its log line. */
+#include <ctype.h>
+#include <errno.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/app.h"
+#include "api/observe.h"
+#include "core/clock.h"
+#include "core/ids.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "jobs/pool.h"
+#include "store/db.h"
+
+#define MAX_JSON_DEPTH 32
+#define UPLOAD_LIMIT (64u << 20)
+#define OUT_MAX (64u << 20)
+
+struct pool_call {
+    struct pool_task task;
+    struct hctx *h;
+    const struct route *route;
+    int result;
+};
+
+static struct app *app_of(struct request *req)
+{
+    return server_arg(req->srv);
+}
+
+static bool request_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("-_.:", s[i]))
+            return false;
+    return true;
+}
+
+static void step_request_id(struct request *req)
+{
+    if (req->request_id[0])
+        return;
+    const char *given = http_header_get(req, "X-Request-ID");
+    if (given && request_id_ok(given))
+        snprintf(req->request_id, sizeof(req->request_id), "%s", given);
+    else
+        id_uuid7(req->request_id);
+}
+
+static struct hctx *hctx_new(struct request *req, struct app *app)
+{
+    struct hctx *h = arena_calloc(req->arena, sizeof(*h));
+    h->req = req;
+    h->arena = req->arena;
+    h->app = app;
+    h->surface = req->surface >= 0 ? (enum surface)req->surface : SURF_RECS;
+    h->status = 200;
+    buf_init(&h->out, OUT_MAX);
+    req->ctx = h;
+    return h;
+}
+
+static void hctx_release(void *arg)
+{
+    struct hctx *h = arg;
+    buf_release(&h->out);
+    if (h->body)
+        json_decref(h->body);
+}
+
+/* ---- CORS ---- */
+
+static bool cors_allowed(const struct app *app, const char *origin)
+{
+    const struct config_list *l = &app->cfg->cors_origins;
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->v[i], "*") == 0 || strcasecmp(l->v[i], origin) == 0)
+            return true;
+    return false;
+}
+
+static void step_cors(struct request *req, struct app *app)
+{
+    const char *origin = http_header_get(req, "Origin");
+    if (origin == NULL || !cors_allowed(app, origin))
+        return;
+    http_header_add(req, "Access-Control-Allow-Origin", origin);
+    http_header_add(req, "Access-Control-Allow-Credentials", "true");
+    http_header_add(req, "Vary", "Origin");
+    http_header_add(req, "Access-Control-Expose-Headers",
+                    "X-Request-ID, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
+                    "Retry-After");
+}
+
+static void answer_preflight(struct hctx *h, const char *allow)
+{
+    struct request *req = h->req;
+    http_header_add(req, "Allow", allow);
+    if (http_header_get(req, "Origin") && cors_allowed(h->app, http_header_get(req, "Origin"))) {
+        const char *want = http_header_get(req, "Access-Control-Request-Headers");
+        http_header_add(req, "Access-Control-Allow-Methods", allow);
+        http_header_add(req, "Access-Control-Allow-Headers",
+                        want ? want : "Authorization, Content-Type, X-Request-ID");
+        http_header_add(req, "Access-Control-Max-Age", "600");
+    }
+    h->status = 204;
+}
+
+/* ---- finishing ---- */
+
+static void finish(struct hctx *h, int r)
+{
+    struct request *req = h->req;
+    if (r < 0) {
+        if (r < TS_E_FIRST || r >= TS_E_LAST)
+            r = TS_E_INTERNAL; /* an errno leaked up: never shown to the client as such */
+        api_error(h, r, h->err_message, h->err_field);
+        if (r == TS_E_RATE_LIMITED && h->retry_after_s > 0) {
+            char v[16];
+            snprintf(v, sizeof(v), "%d", h->retry_after_s);
+            http_header_add(req, "Retry-After", v);
+        }
+    }
+    if (req->status == 0)
+        req->status = h->status;
+    if (req->status != 204 && req->status != 101 && h->out.len > 0) {
+        req->content_type = req->content_type ? req->content_type : "application/json";
+        buf_release(&req->out_body);
+        req->out_body = h->out;
+        buf_init(&h->out, OUT_MAX);
+    }
+    http_response_send(req);
+}
+
+/* ---- steps ---- */
+
+static int step_route(struct hctx *h, struct route_match *m)
+{
+    struct request *req = h->req;
+    struct app *app = h->app;
+    char *path = arena_strdup(req->arena, req->path);
+    int r = router_match(app->router, req->method_name, path, req->arena, m);
+    h->surface = m->surface;
+    req->surface = (int)m->surface;
+    if (r == 0) {
+        req->route = m->route;
+        req->endpoint = m->route->path;
+        memcpy(req->params, m->params, sizeof(m->params));
+        req->nparams = m->nparams;
+        return 0;
+    }
+    if (r == TS_E_METHOD_NOT_ALLOWED && req->method != HTTP_OPTIONS)
+        http_header_add(req, "Allow", m->allow);
+    return r;
+}
+
+/* Identity (issue 3) plugs credential verification in here; until then only public routes
+ * can be reached, and every other route answers 401 in its surface's format. */
+static int step_auth(struct hctx *h, const struct route *rt)
+{
+    if (rt->flags & RF_PUBLIC)
+        return 0;
+    h->err_message = "No valid credential provided";
+    return TS_E_UNAUTHENTICATED;
+}
+
+static int step_rate(struct hctx *h, const struct route *rt)
+{
+    char principal[80];
+    if (h->user_id)
+        snprintf(principal, sizeof(principal), "u:%s", h->user_id);
+    else
+        observe_peer_address(h->req, principal, sizeof(principal));
+    return observe_rate_take(h, rt->rate_class, principal);
+}
+
+/* Depth of the deepest nesting in a JSON text, counting only brackets outside strings. */
+static int json_depth(const char *s, size_t n)
+{
+    int depth = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max)
+                max = depth;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return max;
+}
+
+static int step_validate(struct hctx *h, const struct route *rt)
+{
+    if (!(rt->flags & RF_JSON_BODY))
+        return 0;
+    struct request *req = h->req;
+    const char *ct = http_header_get(req, "Content-Type");
+    if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0) {
+        h->err_field = "Content-Type";
+        h->err_message = "Content-Type must be application/json";
+        return TS_E_UNSUPPORTED_MEDIA;
+    }
+    if (json_depth(req->body.data ? req->body.data : "", req->body.len) > MAX_JSON_DEPTH) {
+        h->err_field = "body";
+        h->err_message = "JSON nested deeper than 32 levels";
+        return TS_E_VALIDATION;
+    }
+    json_error_t jerr;
+    h->body = json_loadb(req->body.data ? req->body.data : "", req->body.len,
+                         JSON_REJECT_DUPLICATES, &jerr);
+    if (h->body == NULL || !json_is_object(h->body)) {
+        h->err_field = "body";
+        h->err_message = h->body ? "request body must be a JSON object" : "invalid JSON";
+        return TS_E_VALIDATION;
+    }
+    return 0;
+}
+
+static void pool_call_work(struct pool_task *t, struct pool_worker *w)
+{
+    struct pool_call *pc = (struct pool_call *)t;
+    pc->h->db = w->db;
+    pc->result = w->db ? pc->route->handler(pc->h) : TS_E_UNAVAILABLE;
+}
+
+static void pool_call_done(struct pool_task *t, int status)
+{
+    struct pool_call *pc = (struct pool_call *)t;
+    finish(pc->h, status < 0 ? TS_E_UNAVAILABLE : pc->result);
+}
+
+static void step_handler(struct hctx *h, const struct route *rt)
+{
+    struct app *app = h->app;
+    if (rt->where == RUN_POOL) {
+        struct pool_call *pc = arena_calloc(h->arena, sizeof(*pc));
+        pc->task.work = pool_call_work;
+        pc->task.done = pool_call_done;
+        pc->h = h;
+        pc->route = rt;
+        if (pool_submit(app->pool, &pc->task) < 0) {
+            h->err_message = "worker pool is full; retry shortly";
+            finish(h, TS_E_UNAVAILABLE);
+        }
+        return;
+    }
+    h->db = db_handle(app->db);
+    db_guard_arm(app->db);
+    int r = rt->handler(h);
+    db_guard_disarm(app->db);
+    finish(h, r);
+}
+
+void dispatch_request(struct request *req)
+{
+    struct app *app = app_of(req);
+    step_request_id(req);
+    struct hctx *h = hctx_new(req, app);
+    arena_defer(req->arena, hctx_release, h);
+    step_cors(req, app);
+    struct route_match m;
+    int r = step_route(h, &m);
+    if (req->method == HTTP_OPTIONS && (r == TS_E_METHOD_NOT_ALLOWED)) {
+        answer_preflight(h, m.allow);
+        finish(h, 0);
+        return;
+    }
+    const struct route *rt = m.route;
+    if (r == 0)
+        r = step_auth(h, rt);
+    if (r == 0)
+        r = step_rate(h, rt);
+    if (r == 0)
+        r = step_validate(h, rt);
+    if (r < 0) {
+        finish(h, r);
+        return;
+    }
+    if (observe_cache_lookup(h, rt))
+        return;
+    step_handler(h, rt);
+}
+
+void dispatch_error(struct request *req, int err)
+{
+    struct app *app = app_of(req);
+    step_request_id(req);
+    struct hctx *h = hctx_new(req, app);
+    arena_defer(req->arena, hctx_release, h);
+    if (req->path) {
+        struct route_match m;
+        char *path = arena_strdup(req->arena, req->path);
+        router_match(app->router, req->method_name ? req->method_name : "GET", path, req->arena,
+                     &m);
+        h->surface = m.surface;
+        req->surface = (int)m.surface;
+    }
+    req->close_after = true;
+    finish(h, err);
+}
+
+size_t dispatch_body_limit(struct request *req)
+{
+    if (http_header_get(req, "Content-Length") == NULL &&
+        http_header_get(req, "Transfer-Encoding") == NULL)
+        return 0;
+    struct route_match m;
+    char *path = arena_strdup(req->arena, req->path);
+    if (router_match(app_of(req)->router, req->method_name, path, req->arena, &m) == 0 &&
+        (m.route->flags & RF_BIG_BODY))
+        return UPLOAD_LIMIT;
+    return 0;
+}
+
+void dispatch_sent(struct request *req)
+{
+    struct hctx *h = req->ctx;
+    double ms = (double)(clock_mono_ns() - req->start_ns) / 1e6;
+    const struct route *rt = req->route;
+    if (!(rt && (rt->flags & RF_NO_METRICS)))
+        observe_request(app_of(req), req, ms);
+    if (h && h->status < 400 && rt && rt->cache_ttl_s > 0)
+        observe_cache_store(h, rt);
+    struct log_request lr = {
+        .request_id = req->request_id,
+        .tenant_id = h ? h->tenant_id : NULL,
+        .user_id = h ? h->user_id : NULL,
+        .method = req->method_name ? req->method_name : "-",
+        .endpoint = req->endpoint ? req->endpoint : "unmatched",
+        .path = req->path ? req->path : "-",
+        .status_code = req->status,
+        .duration_ms = ms,
+        .error = req->err_code,
+    };
+    log_request_done(&lr);
+}
+
+int dispatch_tick(void *arg)
+{
+    struct app *app = arg;
+    return db_tick_commit(app->db);
+}

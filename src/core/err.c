@@ -1,0 +1,80 @@
+/* The one table from Tessera error codes to HTTP status and each surface's JSON error code. */
+#include "core/err.h"
+
+#include <stddef.h>
+#include <string.h>
+
+struct err_row {
+    int err;
+    int status;
+    const char *message;
+    const char *code[SURF_COUNT]; /* lms, commerce, learning, desk, recs */
+};
+
+#define SAME(c) {c, c, c, c, c}
+
+static const struct err_row err_table[] = {
+    {TS_E_BAD_REQUEST, 400, "Malformed request", SAME("BAD_REQUEST")},
+    {TS_E_VALIDATION, 400, "Request validation failed", SAME("VALIDATION_ERROR")},
+    {TS_E_UNAUTHENTICATED, 401, "Authentication required",
+     {"UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "AUTHENTICATION_FAILED"}},
+    {TS_E_FORBIDDEN, 403, "Access denied", SAME("FORBIDDEN")},
+    {TS_E_NOT_FOUND, 404, "Resource not found", SAME("NOT_FOUND")},
+    {TS_E_METHOD_NOT_ALLOWED, 405, "Method not allowed", SAME("METHOD_NOT_ALLOWED")},
+    {TS_E_TIMEOUT, 408, "Request timed out", SAME("REQUEST_TIMEOUT")},
+    {TS_E_CONFLICT, 409, "Conflict with existing resource", SAME("CONFLICT")},
+    {TS_E_TOO_LARGE, 413, "Request body too large", SAME("PAYLOAD_TOO_LARGE")},
+    {TS_E_URI_TOO_LONG, 414, "Request URL too long", SAME("URI_TOO_LONG")},
+    {TS_E_UNSUPPORTED_MEDIA, 415, "Unsupported Content-Type", SAME("UNSUPPORTED_MEDIA_TYPE")},
+    {TS_E_UNPROCESSABLE, 422, "Request could not be processed", SAME("UNPROCESSABLE_ENTITY")},
+    {TS_E_RATE_LIMITED, 429, "Too many requests", SAME("RATE_LIMIT_EXCEEDED")},
+    {TS_E_HEADERS_TOO_LARGE, 431, "Request headers too large", SAME("HEADERS_TOO_LARGE")},
+    {TS_E_INTERNAL, 500, "An unexpected error occurred", SAME("INTERNAL_ERROR")},
+    {TS_E_UNAVAILABLE, 503, "Service temporarily unavailable", SAME("SERVICE_UNAVAILABLE")},
+    {TS_E_BUSY, 503, "Database busy, retry shortly", SAME("SERVICE_UNAVAILABLE")},
+    {TS_E_QUERY_TIMEOUT, 503, "Query exceeded its time budget", SAME("SERVICE_UNAVAILABLE")},
+};
+
+static const struct err_row *err_row_of(int err)
+{
+    if (err >= TS_E_FIRST && err < TS_E_LAST)
+        return &err_table[err - TS_E_FIRST];
+    return &err_table[TS_E_INTERNAL - TS_E_FIRST];
+}
+
+int err_http_status(int err)
+{
+    return err_row_of(err)->status;
+}
+
+const char *err_code(int err, enum surface s)
+{
+    if ((unsigned)s >= SURF_COUNT)
+        s = SURF_RECS;
+    return err_row_of(err)->code[s];
+}
+
+const char *err_message(int err)
+{
+    return err_row_of(err)->message;
+}
+
+static const char *const surface_names[SURF_COUNT] = {"lms", "commerce", "learning", "desk",
+                                                      "recs"};
+
+const char *surface_name(enum surface s)
+{
+    return (unsigned)s < SURF_COUNT ? surface_names[s] : "recs";
+}
+
+int surface_from_name(const char *name)
+{
+    for (int i = 0; i < SURF_COUNT; i++)
+        if (strcmp(surface_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* The table is indexed by code; a row out of place is a programmer error caught at build. */
+_Static_assert(sizeof(err_table) / sizeof(err_table[0]) == TS_E_LAST - TS_E_FIRST,
+               "err_table must have one row per ts_err, in order");

@@ -1,0 +1,301 @@
+/* Durable jobs over the worker pool: submit, run, progress, finish, restart recovery. */
+#include "jobs/jobs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#define MAX_PROGRESS 1024
+
+struct progress {
+    char id[UUID_STR_LEN];
+    double fraction;
+};
+
+struct jobs {
+    struct db *db;
+    struct pool *pool;
+    const struct job_kind *kinds;
+    size_t nkinds;
+    atomic_bool cancel;
+    jobs_finish_fn on_finish;
+    void *on_finish_arg;
+    pthread_mutex_t mu;
+    struct progress prog[MAX_PROGRESS];
+    int nprog;
+};
+
+static const char SQL_INSERT[] =
+    "INSERT INTO jobs(id, tenant_id, kind, status, params, created_at) "
+    "VALUES(?, ?, ?, 'queued', ?, ?)";
+static const char SQL_ACTIVE[] =
+    "SELECT count(*) FROM jobs WHERE tenant_id = ? AND kind = ? AND status IN ('queued','running')";
+static const char SQL_START[] =
+    "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?";
+static const char SQL_FINISH[] =
+    "UPDATE jobs SET status = ?, result = ?, error = ?, progress = CASE WHEN ? = 'completed' "
+    "THEN 1 ELSE progress END, finished_at = ? WHERE id = ?";
+static const char SQL_REQUEUE[] =
+    "UPDATE jobs SET status = 'queued', checkpoint = ? WHERE id = ?";
+static const char SQL_PROGRESS[] = "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'";
+static const char SQL_RECOVER_FAIL[] =
+    "UPDATE jobs SET status = 'failed', error = 'interrupted by restart too many times', "
+    "finished_at = ? WHERE status = 'running' AND attempts >= ?  AND kind = ?";
+static const char SQL_RECOVER_REQUEUE[] =
+    "UPDATE jobs SET status = 'queued' WHERE status = 'running'";
+static const char SQL_QUEUED[] =
+    "SELECT id, tenant_id, kind, params, checkpoint FROM jobs WHERE status = 'queued' "
+    "ORDER BY created_at";
+
+static const struct job_kind *kind_find(struct jobs *j, const char *name)
+{
+    for (size_t i = 0; i < j->nkinds; i++)
+        if (strcmp(j->kinds[i].name, name) == 0)
+            return &j->kinds[i];
+    return NULL;
+}
+
+int jobs_new(struct db *db, struct pool *pool, const struct job_kind *kinds, size_t nkinds,
+             struct jobs **ret)
+{
+    struct jobs *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return -ENOMEM;
+    j->db = db;
+    j->pool = pool;
+    j->kinds = kinds;
+    j->nkinds = nkinds;
+    atomic_init(&j->cancel, false);
+    pthread_mutex_init(&j->mu, NULL);
+    *ret = j;
+    return 0;
+}
+
+struct jobs *jobs_free(struct jobs *j)
+{
+    if (j == NULL)
+        return NULL;
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+    return NULL;
+}
+
+void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg)
+{
+    j->on_finish = fn;
+    j->on_finish_arg = arg;
+}
+
+void jobs_cancel_all(struct jobs *j)
+{
+    atomic_store(&j->cancel, true);
+}
+
+static struct job_run *run_free(struct job_run *r)
+{
+    if (r == NULL)
+        return NULL;
+    free(r->tenant_id);
+    free(r->params);
+    free(r->checkpoint);
+    buf_release(&r->result);
+    buf_release(&r->next_checkpoint);
+    free(r);
+    return NULL;
+}
+
+static void job_work(struct pool_task *t, struct pool_worker *w)
+{
+    struct job_run *r = (struct job_run *)((char *)t - offsetof(struct job_run, task));
+    r->db = w->db;
+    r->status = r->kind->run(r);
+}
+
+static int exec_stmt(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_err(rc);
+}
+
+static void job_record_end(struct jobs *j, struct job_run *r, const char *status)
+{
+    if (db_write_begin(j->db) < 0) {
+        log_msg(LOG_ERROR, "job %s: cannot record its end (database busy)", r->id);
+        return;
+    }
+    sqlite3_stmt *st;
+    if (strcmp(status, "queued") == 0) {
+        st = db_stmt(j->db, SQL_REQUEUE);
+        if (r->next_checkpoint.len)
+            sqlite3_bind_text(st, 1, r->next_checkpoint.data, (int)r->next_checkpoint.len,
+                              SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(st, 1);
+        sqlite3_bind_text(st, 2, r->id, -1, SQLITE_STATIC);
+    } else {
+        st = db_stmt(j->db, SQL_FINISH);
+        sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
+        if (r->result.len)
+            sqlite3_bind_text(st, 2, r->result.data, (int)r->result.len, SQLITE_TRANSIENT);
+        if (r->error[0])
+            sqlite3_bind_text(st, 3, r->error, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, status, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, clock_now_ms());
+        sqlite3_bind_text(st, 6, r->id, -1, SQLITE_STATIC);
+    }
+    if (exec_stmt(st) < 0)
+        log_msg(LOG_ERROR, "job %s: recording end failed", r->id);
+}
+
+static void job_done(struct pool_task *t, int status)
+{
+    struct job_run *r = (struct job_run *)((char *)t - offsetof(struct job_run, task));
+    struct jobs *j = r->jobs;
+    jobs_apply_progress(j);
+    const char *end;
+    if (status == -ECANCELED || r->status == -ECANCELED)
+        end = "queued"; /* resumed at next start */
+    else if (r->status == 0)
+        end = "completed";
+    else {
+        end = "failed";
+        if (!r->error[0])
+            snprintf(r->error, sizeof(r->error), "job failed (%d)", r->status);
+    }
+    job_record_end(j, r, end);
+    if (j->on_finish && strcmp(end, "queued") != 0)
+        j->on_finish(j->on_finish_arg, r->tenant_id, r->id, r->kind->name, end);
+    run_free(r);
+}
+
+static int job_start(struct jobs *j, const char *id, const char *tenant, const struct job_kind *k,
+                     const char *params, const char *checkpoint)
+{
+    struct job_run *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    r->jobs = j;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->tenant_id = strdup(tenant);
+    r->kind = k;
+    r->params = strdup(params ? params : "{}");
+    r->checkpoint = checkpoint ? strdup(checkpoint) : NULL;
+    r->cancel = &j->cancel;
+    buf_init(&r->result, 64 << 20);
+    buf_init(&r->next_checkpoint, 1 << 20);
+    r->task.work = job_work;
+    r->task.done = job_done;
+    sqlite3_stmt *st = db_stmt(j->db, SQL_START);
+    sqlite3_bind_int64(st, 1, clock_now_ms());
+    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    int rc = exec_stmt(st);
+    if (rc == 0)
+        rc = pool_submit(j->pool, &r->task);
+    if (rc < 0)
+        run_free(r);
+    return rc;
+}
+
+int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const char *params_json,
+                char ret_id[UUID_STR_LEN])
+{
+    const struct job_kind *k = kind_find(j, kind);
+    if (k == NULL)
+        return -EINVAL;
+    int r = db_write_begin(j->db);
+    if (r < 0)
+        return r;
+    sqlite3_stmt *st = db_stmt(j->db, SQL_ACTIVE);
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) >= k->max_active_per_tenant)
+        return TS_E_RATE_LIMITED;
+    char id[UUID_STR_LEN];
+    id_uuid7(id);
+    st = db_stmt(j->db, SQL_INSERT);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, params_json ? params_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, clock_now_ms());
+    r = exec_stmt(st);
+    if (r == 0)
+        r = job_start(j, id, tenant_id, k, params_json, NULL);
+    if (r < 0)
+        return r == -EAGAIN ? TS_E_UNAVAILABLE : r;
+    memcpy(ret_id, id, UUID_STR_LEN);
+    return 0;
+}
+
+int jobs_recover(struct jobs *j)
+{
+    int r = db_write_begin(j->db);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < j->nkinds; i++) {
+        sqlite3_stmt *st = db_stmt(j->db, SQL_RECOVER_FAIL);
+        sqlite3_bind_int64(st, 1, clock_now_ms());
+        sqlite3_bind_int(st, 2, j->kinds[i].max_attempts);
+        sqlite3_bind_text(st, 3, j->kinds[i].name, -1, SQLITE_STATIC);
+        exec_stmt(st);
+    }
+    exec_stmt(db_stmt(j->db, SQL_RECOVER_REQUEUE));
+    sqlite3_stmt *q = db_stmt(j->db, SQL_QUEUED);
+    int started = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        const struct job_kind *k = kind_find(j, (const char *)sqlite3_column_text(q, 2));
+        char id[UUID_STR_LEN], tenant[128];
+        snprintf(id, sizeof(id), "%s", (const char *)sqlite3_column_text(q, 0));
+        snprintf(tenant, sizeof(tenant), "%s", (const char *)sqlite3_column_text(q, 1));
+        if (k == NULL)
+            continue;
+        char *params = strdup((const char *)sqlite3_column_text(q, 3));
+        const unsigned char *cp = sqlite3_column_text(q, 4);
+        char *checkpoint = cp ? strdup((const char *)cp) : NULL;
+        if (job_start(j, id, tenant, k, params, checkpoint) == 0)
+            started++;
+        free(params);
+        free(checkpoint);
+    }
+    sqlite3_reset(q);
+    return started;
+}
+
+void job_progress(struct job_run *r, double fraction)
+{
+    struct jobs *j = r->jobs;
+    pthread_mutex_lock(&j->mu);
+    int i = 0;
+    while (i < j->nprog && strcmp(j->prog[i].id, r->id) != 0)
+        i++;
+    if (i == j->nprog && j->nprog < MAX_PROGRESS)
+        memcpy(j->prog[j->nprog++].id, r->id, UUID_STR_LEN);
+    if (i < j->nprog)
+        j->prog[i].fraction = fraction < 0 ? 0 : fraction > 1 ? 1 : fraction;
+    pthread_mutex_unlock(&j->mu);
+}
+
+void jobs_apply_progress(struct jobs *j)
+{
+    struct progress local[64];
+    int n;
+    pthread_mutex_lock(&j->mu);
+    n = j->nprog < 64 ? j->nprog : 64;
+    memcpy(local, j->prog + j->nprog - n, sizeof(local[0]) * (size_t)n);
+    j->nprog -= n;
+    pthread_mutex_unlock(&j->mu);
+    if (n == 0 || db_write_begin(j->db) < 0)
+        return;
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *st = db_stmt(j->db, SQL_PROGRESS);
+        sqlite3_bind_double(st, 1, local[i].fraction);
+        sqlite3_bind_text(st, 2, local[i].id, -1, SQLITE_STATIC);
+        exec_stmt(st);
+    }
+}

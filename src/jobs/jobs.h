@@ -1,0 +1,63 @@
+/* Durable jobs: rows in `jobs` (queued -> running -> completed/failed) run by the worker pool,
+ * resumed after a restart from their checkpoint, announced when they finish. */
+#ifndef TS_JOBS_H
+#define TS_JOBS_H
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "core/buf.h"
+#include "core/ids.h"
+#include "jobs/pool.h"
+#include "store/db.h"
+
+struct jobs;
+struct job_run;
+
+/* One row of the job-kind table: what a kind runs and its limits. */
+struct job_kind {
+    const char *name;
+    /* Runs on a worker thread with a read-only connection. Returns 0 (result JSON in
+     * r->result), -ECANCELED after saving r->checkpoint when r->cancel is set (the job is
+     * resumed at next start), or another negative code with r->error set. */
+    int (*run)(struct job_run *r);
+    int max_active_per_tenant;   /* queued + running; past it submit fails */
+    int max_attempts;            /* restarts before a job is failed */
+};
+
+struct job_run {
+    struct jobs *jobs;
+    char id[UUID_STR_LEN];
+    char *tenant_id;
+    const struct job_kind *kind;
+    char *params;                /* JSON text */
+    char *checkpoint;            /* JSON text from an earlier attempt, or NULL */
+    sqlite3 *db;                 /* the worker's read-only connection */
+    atomic_bool *cancel;
+    struct buf result;           /* JSON the job produces */
+    struct buf next_checkpoint;  /* set before returning -ECANCELED */
+    char error[256];
+    int status;
+    struct pool_task task;
+};
+
+typedef void (*jobs_finish_fn)(void *arg, const char *tenant_id, const char *job_id,
+                               const char *kind, const char *status);
+
+int jobs_new(struct db *db, struct pool *pool, const struct job_kind *kinds, size_t nkinds,
+             struct jobs **ret);
+/* On start: running rows go back to queued (or failed past max_attempts), queued rows run. */
+int jobs_recover(struct jobs *j);
+/* Inserts a queued row in the tick's transaction and hands the job to the pool. Loop thread.
+ * -EINVAL unknown kind, TS_E_RATE_LIMITED over the per-tenant cap, TS_E_BUSY. */
+int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const char *params_json,
+                char ret_id[UUID_STR_LEN]);
+/* Worker thread: records progress 0..1 (applied by the loop). */
+void job_progress(struct job_run *r, double fraction);
+void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg);
+/* Asks running jobs to checkpoint and stop. */
+void jobs_cancel_all(struct jobs *j);
+/* Loop thread: applies pending progress updates (called every tick). */
+void jobs_apply_progress(struct jobs *j);
+struct jobs *jobs_free(struct jobs *j);
+#endif

@@ -1,0 +1,200 @@
+/* Worker pool: threads with read-only SQLite connections, a bounded FIFO, uv_async completions. */
+#include "jobs/pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+#include "store/db.h"
+
+struct pool {
+    uv_loop_t *loop;
+    uv_async_t async;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct pool_task *qhead, *qtail;       /* waiting */
+    struct pool_task *dhead, *dtail;       /* done, for the loop */
+    int queued, queue_max, running;
+    bool stopping;
+    int nthreads;
+    pthread_t *threads;
+    struct pool_worker *workers;
+    struct pool_stats stats;
+};
+
+static void push(struct pool_task **head, struct pool_task **tail, struct pool_task *t)
+{
+    t->next = NULL;
+    if (*tail)
+        (*tail)->next = t;
+    else
+        *head = t;
+    *tail = t;
+}
+
+static struct pool_task *pop(struct pool_task **head, struct pool_task **tail)
+{
+    struct pool_task *t = *head;
+    if (t) {
+        *head = t->next;
+        if (*head == NULL)
+            *tail = NULL;
+    }
+    return t;
+}
+
+struct worker_arg {
+    struct pool *p;
+    struct pool_worker *w;
+};
+
+static void *worker_loop(void *arg)
+{
+    struct worker_arg wa = *(struct worker_arg *)arg;
+    free(arg);
+    struct pool *p = wa.p;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->qhead == NULL && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->qhead == NULL && p->stopping)
+            break;
+        struct pool_task *t = pop(&p->qhead, &p->qtail);
+        p->queued--;
+        p->running++;
+        pthread_mutex_unlock(&p->mu);
+        t->status = 0;
+        t->work(t, wa.w);
+        pthread_mutex_lock(&p->mu);
+        p->running--;
+        push(&p->dhead, &p->dtail, t);
+        uv_async_send(&p->async);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void pool_drain_done(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pool_task *list = p->dhead;
+    p->dhead = p->dtail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    while (list) {
+        struct pool_task *t = list;
+        list = t->next;
+        p->stats.completed++;
+        t->done(t, t->status);
+    }
+}
+
+static void async_cb(uv_async_t *a)
+{
+    pool_drain_done(a->data);
+}
+
+int pool_new(uv_loop_t *loop, int nthreads, int queue_max, const char *db_path,
+             struct pool **ret)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->loop = loop;
+    p->queue_max = queue_max;
+    p->nthreads = nthreads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    uv_async_init(loop, &p->async, async_cb);
+    p->async.data = p;
+    p->threads = calloc((size_t)nthreads, sizeof(*p->threads));
+    p->workers = calloc((size_t)nthreads, sizeof(*p->workers));
+    for (int i = 0; i < nthreads; i++) {
+        p->workers[i].index = i;
+        if (db_path && db_open_readonly(db_path, &p->workers[i].db) < 0)
+            log_msg(LOG_ERROR, "worker %d: cannot open read-only database", i);
+        struct worker_arg *wa = malloc(sizeof(*wa));
+        wa->p = p;
+        wa->w = &p->workers[i];
+        pthread_create(&p->threads[i], NULL, worker_loop, wa);
+    }
+    *ret = p;
+    return 0;
+}
+
+int pool_submit(struct pool *p, struct pool_task *t)
+{
+    pthread_mutex_lock(&p->mu);
+    int r = 0;
+    if (p->stopping)
+        r = -ESHUTDOWN;
+    else if (p->queued >= p->queue_max)
+        r = -EAGAIN;
+    if (r == 0) {
+        push(&p->qhead, &p->qtail, t);
+        p->queued++;
+        p->stats.submitted++;
+        pthread_cond_signal(&p->cv);
+    } else {
+        p->stats.rejected++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+void pool_stop(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->stopping = true;
+    struct pool_task *cancel = p->qhead;
+    p->qhead = p->qtail = NULL;
+    p->queued = 0;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pool_drain_done(p);
+    while (cancel) {
+        struct pool_task *t = cancel;
+        cancel = t->next;
+        t->done(t, -ECANCELED);
+    }
+}
+
+void pool_close_handles(struct pool *p)
+{
+    uv_close((uv_handle_t *)&p->async, NULL);
+}
+
+struct pool *pool_free(struct pool *p)
+{
+    if (p == NULL)
+        return NULL;
+    for (int i = 0; i < p->nthreads; i++)
+        sqlite3_close(p->workers[i].db);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->threads);
+    free(p->workers);
+    free(p);
+    return NULL;
+}
+
+struct pool_stats pool_stats(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    struct pool_stats s = p->stats;
+    s.queued = p->queued;
+    s.running = p->running;
+    pthread_mutex_unlock(&p->mu);
+    return s;
+}
+
+int pool_size(const struct pool *p)
+{
+    return p->nthreads;
+}

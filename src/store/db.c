@@ -1,0 +1,296 @@
+/* SQLite storage: writer connection, per-tick group commit, statement cache, guard, migrations. */
+#include "store/db.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/embedded.h"
+#include "core/err.h"
+#include "core/log.h"
+
+#define STMT_CACHE 256
+
+struct stmt_slot {
+    const char *sql;
+    sqlite3_stmt *stmt;
+};
+
+struct db {
+    sqlite3 *h;
+    bool in_tx;
+    int guard_ms;
+    uint64_t guard_deadline_ns;  /* 0 = disarmed */
+    struct db_stats stats;
+    struct stmt_slot stmts[STMT_CACHE];
+};
+
+int db_err(int rc)
+{
+    switch (rc & 0xFF) {
+    case SQLITE_OK:
+    case SQLITE_ROW:
+    case SQLITE_DONE:
+        return 0;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return TS_E_BUSY;
+    case SQLITE_INTERRUPT:
+        return TS_E_QUERY_TIMEOUT;
+    case SQLITE_CONSTRAINT:
+        return TS_E_CONFLICT;
+    case SQLITE_TOOBIG:
+        return TS_E_TOO_LARGE;
+    default:
+        return TS_E_INTERNAL;
+    }
+}
+
+static int exec(sqlite3 *h, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(h, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        if (err)
+            snprintf(err, errlen, "%s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+    }
+    return 0;
+}
+
+int db_schema_version(sqlite3 *h)
+{
+    sqlite3_stmt *st;
+    int v = 0;
+    if (sqlite3_prepare_v2(h, "SELECT coalesce(max(version),0) FROM schema_migrations", -1, &st,
+                           NULL) != SQLITE_OK)
+        return 0;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static int migration_apply(sqlite3 *h, int version, const struct embedded_file *f, char *err,
+                           size_t errlen)
+{
+    char e2[512];
+    int r = exec(h, (const char *)f->data, e2, sizeof(e2));
+    if (r < 0) {
+        snprintf(err, errlen, "migration %s failed: %s", f->name, e2);
+        return r;
+    }
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(h, "INSERT INTO schema_migrations(version, name, applied_at) VALUES(?,?,?)",
+                       -1, &st, NULL);
+    sqlite3_bind_int(st, 1, version);
+    sqlite3_bind_text(st, 2, f->name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, clock_now_ms());
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "recording migration %s: %s", f->name, sqlite3_errmsg(h));
+        return TS_E_INTERNAL;
+    }
+    return 0;
+}
+
+/* Applies every embedded schema/NNN_*.sql newer than the database, in one transaction. */
+int db_migrate(sqlite3 *h, char *err, size_t errlen)
+{
+    int r = exec(h,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations(version INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+                 err, errlen);
+    if (r < 0)
+        return r;
+    r = exec(h, "BEGIN IMMEDIATE", err, errlen);
+    if (r < 0)
+        return r;
+    int have = db_schema_version(h), last = 0;
+    for (size_t i = 0; i < schema_files_count && r == 0; i++) {
+        const struct embedded_file *f = &schema_files[i];
+        int version = atoi(f->name);
+        if (version <= last) {
+            snprintf(err, errlen, "migration %s is out of order", f->name);
+            r = TS_E_INTERNAL;
+            break;
+        }
+        last = version;
+        if (version > have)
+            r = migration_apply(h, version, f, err, errlen);
+    }
+    if (r < 0) {
+        exec(h, "ROLLBACK", NULL, 0);
+        return r;
+    }
+    return exec(h, "COMMIT", err, errlen);
+}
+
+static int guard_cb(void *arg)
+{
+    struct db *db = arg;
+    if (db->guard_deadline_ns && clock_mono_ns() > db->guard_deadline_ns) {
+        db->stats.guard_interrupts++;
+        return 1;
+    }
+    return 0;
+}
+
+int db_open(const char *path, bool durability_full, int guard_ms, struct db **ret, char *err,
+            size_t errlen)
+{
+    struct db *db = calloc(1, sizeof(*db));
+    if (db == NULL)
+        return -ENOMEM;
+    db->guard_ms = guard_ms;
+    int rc = sqlite3_open_v2(path, &db->h,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open database '%s': %s", path, sqlite3_errstr(rc));
+        db_close(db);
+        return TS_E_INTERNAL;
+    }
+    sqlite3_extended_result_codes(db->h, 1);
+    int r = exec(db->h, "PRAGMA journal_mode=WAL", err, errlen);
+    if (r == 0)
+        r = exec(db->h, durability_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                 err, errlen);
+    if (r == 0)
+        r = exec(db->h, "PRAGMA foreign_keys=ON", err, errlen);
+    if (r == 0) {
+        sqlite3_busy_timeout(db->h, 2000); /* migrations may wait; the loop sets 5 ms below */
+        r = db_migrate(db->h, err, errlen);
+    }
+    if (r < 0) {
+        db_close(db);
+        return r;
+    }
+    sqlite3_busy_timeout(db->h, 5);
+    sqlite3_progress_handler(db->h, 1000, guard_cb, db);
+    *ret = db;
+    return 0;
+}
+
+struct db *db_close(struct db *db)
+{
+    if (db == NULL)
+        return NULL;
+    if (db->h) {
+        if (db->in_tx) {
+            sqlite3_busy_timeout(db->h, 2000);
+            if (exec(db->h, "COMMIT", NULL, 0) < 0)
+                log_msg(LOG_ERROR, "final commit failed: %s", sqlite3_errmsg(db->h));
+        }
+        for (int i = 0; i < STMT_CACHE; i++)
+            sqlite3_finalize(db->stmts[i].stmt);
+        sqlite3_busy_timeout(db->h, 2000);
+        sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+        sqlite3_close(db->h);
+    }
+    free(db);
+    return NULL;
+}
+
+sqlite3 *db_handle(struct db *db)
+{
+    return db->h;
+}
+
+const struct db_stats *db_stats(const struct db *db)
+{
+    return &db->stats;
+}
+
+bool db_in_write(const struct db *db)
+{
+    return db->in_tx;
+}
+
+int db_write_begin(struct db *db)
+{
+    if (db->in_tx)
+        return 0;
+    int rc = sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+    db->in_tx = true;
+    return 0;
+}
+
+int db_tick_commit(struct db *db)
+{
+    if (!db->in_tx)
+        return 0;
+    int rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        db->stats.busy_retries++;
+        return TS_E_BUSY; /* the transaction stays open; COMMIT is retried next iteration */
+    }
+    db->in_tx = false;
+    db->stats.commits++;
+    return 0;
+}
+
+void db_guard_arm(struct db *db)
+{
+    db->guard_deadline_ns = clock_mono_ns() + (uint64_t)db->guard_ms * 1000000u;
+}
+
+void db_guard_disarm(struct db *db)
+{
+    db->guard_deadline_ns = 0;
+}
+
+sqlite3_stmt *db_stmt(struct db *db, const char *sql)
+{
+    size_t hash = ((uintptr_t)sql >> 4) % STMT_CACHE;
+    for (size_t k = 0; k < STMT_CACHE; k++) {
+        struct stmt_slot *s = &db->stmts[(hash + k) % STMT_CACHE];
+        if (s->sql == sql) {
+            sqlite3_reset(s->stmt);
+            sqlite3_clear_bindings(s->stmt);
+            db->stats.queries++;
+            return s->stmt;
+        }
+        if (s->sql == NULL) {
+            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt, NULL) !=
+                SQLITE_OK) {
+                log_msg(LOG_ERROR, "prepare failed: %s: %s", sqlite3_errmsg(db->h), sql);
+                return NULL;
+            }
+            s->sql = sql;
+            db->stats.queries++;
+            return s->stmt;
+        }
+    }
+    return NULL; /* cache full: a programmer error, there are not that many statements */
+}
+
+int db_open_readonly(const char *path, sqlite3 **ret)
+{
+    sqlite3 *h;
+    int rc = sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_close(h);
+        return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+    }
+    sqlite3_busy_timeout(h, 5000);
+    *ret = h;
+    return 0;
+}
+
+int db_ping(sqlite3 *h)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(h, "SELECT count(*) FROM schema_migrations", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+    rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : (db_err(rc) ? db_err(rc) : TS_E_INTERNAL);
+}

@@ -1,0 +1,46 @@
+/* SQLite storage: the loop's writer connection with group commit per tick, guard, migrations. */
+#ifndef TS_DB_H
+#define TS_DB_H
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+
+struct db_stats {
+    int64_t commits, busy_retries, guard_interrupts, queries;
+};
+
+/* Opens (creating) path as the writer: WAL, synchronous NORMAL or FULL, foreign keys, a short
+ * busy timeout (the loop must not stall on another process). Applies pending migrations. */
+int db_open(const char *path, bool durability_full, int guard_ms, struct db **ret, char *err,
+            size_t errlen);
+struct db *db_close(struct db *db);             /* commits, checkpoints (TRUNCATE), closes */
+sqlite3 *db_handle(struct db *db);
+const struct db_stats *db_stats(const struct db *db);
+
+/* Starts this tick's write transaction if none is open. Loop thread only.
+ * 0, or TS_E_BUSY if another process holds the write lock. */
+int db_write_begin(struct db *db);
+bool db_in_write(const struct db *db);
+/* Commits the tick's transaction, if any. 0 or TS_E_BUSY (retry next iteration). */
+int db_tick_commit(struct db *db);
+/* Arms the loop-thread guard: statements stop (SQLITE_INTERRUPT) once guard_ms has passed. */
+void db_guard_arm(struct db *db);
+void db_guard_disarm(struct db *db);
+
+/* Prepared-statement cache keyed by the SQL text's address (SQL lives in static consts). */
+sqlite3_stmt *db_stmt(struct db *db, const char *sql);
+
+/* Read-only connection for a worker thread. */
+int db_open_readonly(const char *path, sqlite3 **ret);
+/* Applies migrations on an open connection (used by db_open and by `tessera admin`). */
+int db_migrate(sqlite3 *h, char *err, size_t errlen);
+/* Maps a SQLite result code to a Tessera error code. */
+int db_err(int rc);
+/* The schema version after migrations (highest applied). */
+int db_schema_version(sqlite3 *h);
+/* Ready check: runs a real query on the connection. 0 or negative. */
+int db_ping(sqlite3 *h);
+#endif
