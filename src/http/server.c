@@ -59,6 +59,7 @@ struct server {
     uv_tcp_t listener;
     bool listening;
     uv_check_t check;
+    uv_idle_t wake;                 /* keeps poll from blocking while responses wait */
     uv_timer_t retry;
     uv_timer_t drain_timer;
     struct server_limits lim;
@@ -723,6 +724,11 @@ void http_response_json(struct request *req, int status, struct buf *body)
     http_response_send(req);
 }
 
+static void server_wake_cb(uv_idle_t *h)
+{
+    (void)h; /* its only job is a zero poll timeout; the check handle flushes */
+}
+
 void http_response_send(struct request *req)
 {
     struct server *s = req->srv;
@@ -730,6 +736,8 @@ void http_response_send(struct request *req)
         return;
     req->sent = true;
     req->next_ready = NULL;
+    if (s->ready_head == NULL)
+        uv_idle_start(&s->wake, server_wake_cb);
     *s->ready_tail = req;
     s->ready_tail = &req->next_ready;
 }
@@ -832,8 +840,10 @@ static void server_check_cb(uv_check_t *h)
 {
     struct server *s = h->data;
     for (int round = 0; round < MAX_FLUSH_ROUNDS; round++) {
-        if (s->ready_head == NULL && s->resume_head == NULL)
+        if (s->ready_head == NULL && s->resume_head == NULL) {
+            uv_idle_stop(&s->wake);
             return;
+        }
         if (s->ready_head != NULL && s->hooks.tick && s->hooks.tick(s->hooks.tick_arg) < 0) {
             uv_timer_start(&s->retry, server_retry_cb, 2, 0);
             return;
@@ -877,6 +887,7 @@ struct server *server_new(uv_loop_t *loop, const struct server_limits *lim,
     uv_check_init(loop, &s->check);
     s->check.data = s;
     uv_check_start(&s->check, server_check_cb);
+    uv_idle_init(loop, &s->wake);
     uv_timer_init(loop, &s->retry);
     uv_timer_init(loop, &s->drain_timer);
     s->drain_timer.data = s;
@@ -1001,6 +1012,7 @@ void server_close_handles(struct server *s)
         uv_close((uv_handle_t *)&s->listener, NULL);
     }
     uv_close((uv_handle_t *)&s->check, NULL);
+    uv_close((uv_handle_t *)&s->wake, NULL);
     uv_close((uv_handle_t *)&s->retry, NULL);
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
 }

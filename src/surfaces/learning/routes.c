@@ -33,7 +33,7 @@ static int api_health(struct hctx *h)
 }
 
 static const struct route learning_routes[] = {
-    {"GET", "/api/v1/health", api_health, "public", "none", RUN_LOOP, 0, RF_PUBLIC},
+    {"GET", "/api/v1/health", api_health, "public", "default", RUN_LOOP, 0, RF_PUBLIC},
 };
 
 const struct route_table learning_route_table = {

@@ -105,6 +105,12 @@ static void test_upgrade(struct ws_hub *hub)
     CHECK(out_has(&f, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     CHECK(out_has(&f, "Sec-WebSocket-Protocol: tessera.v1\r\n"));
     fake_done(&f);
+}
+
+static void test_upgrade_refused(struct ws_hub *hub)
+{
+    struct fake_req f;
+    const char *key = "dGhlIHNhbXBsZSBub25jZQ==";
 
     fake_init(&f, HTTP_POST, 4, "Upgrade", "websocket", "Connection", "Upgrade",
               "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", key);
@@ -274,7 +280,7 @@ static void run(const struct ws_limits *lim, const struct buf *in, struct got *g
     *g = g1;
 }
 
-static void test_frames(void)
+static void test_frames_basic(void)
 {
     struct buf in, out;
     struct ws__mem_result res;
@@ -328,8 +334,17 @@ static void test_frames(void)
     CHECK(g.n == 0 && res.close_sent == 1002 && res.close_received == 0);
     buf_release(&out);
 
+    buf_release(&in);
+}
+
+static void test_frames_bad(void)
+{
+    struct buf in, out;
+    struct ws__mem_result res;
+    struct got g;
+
+    buf_init(&in, 1 << 20);
     /* invalid UTF-8 in a text message: 1007 */
-    in.len = 0;
     memset(&g, 0, sizeof(g));
     frame(&in, 1, 0x1, 1, "ab\xc3\x28", 4);
     run(&test_lim, &in, &g, &out, &res);
@@ -345,10 +360,19 @@ static void test_frames(void)
     CHECK(g.n == 1 && strcmp(g.last, "\xc3\xa9") == 0 && res.close_sent == 0);
     buf_release(&out);
 
-    /* max_message (16): 16 bytes pass, 17 get 1009, also when the fragments add up */
+    buf_release(&in);
+}
+
+static void test_frames_limits(void)
+{
     char big[32];
+    struct buf in, out;
+    struct ws__mem_result res;
+    struct got g;
+
+    buf_init(&in, 1 << 20);
+    /* max_message (16): 16 bytes pass, 17 get 1009, also when the fragments add up */
     memset(big, 'a', sizeof(big));
-    in.len = 0;
     memset(&g, 0, sizeof(g));
     frame(&in, 1, 0x1, 1, big, 16);
     run(&test_lim, &in, &g, &out, &res);
@@ -392,9 +416,20 @@ static void test_frames(void)
     CHECK(g.n == 0 && res.close_sent == 1002);
     buf_release(&out);
 
+    buf_release(&in);
+}
+
+static void test_slow_client(void)
+{
+    char big[32];
+    struct buf in, out;
+    struct ws__mem_result res;
+    struct got g;
+
+    memset(big, 'a', sizeof(big));
+    buf_init(&in, 1 << 20);
     /* a slow client: echoes pile up (nobody drains out) until the cap (64) -> 1008. Where
      * the cut falls depends on read sizes, so the two feeds are checked separately. */
-    in.len = 0;
     for (int i = 0; i < 8; i++)
         frame(&in, 1, 0x1, 1, big, 16);
     for (size_t chunk = 0; chunk < 2; chunk++) {
@@ -463,7 +498,11 @@ int main(void)
 
     test_accept_key();
     test_upgrade(hub);
-    test_frames();
+    test_upgrade_refused(hub);
+    test_frames_basic();
+    test_frames_bad();
+    test_frames_limits();
+    test_slow_client();
     test_hub(&loop, hub);
 
     uv_run(&loop, UV_RUN_DEFAULT);
