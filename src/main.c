@@ -32,7 +32,8 @@
 #define DEMO_PASSWORD "tessera-demo"
 #define DEMO_DOMAIN "demo.tessera.local"
 
-static const struct route_table *const all_tables[] = {&ops_route_table, &learning_route_table};
+static const struct route_table *const all_tables[] = {&ops_route_table, &live_route_table,
+                                                      &learning_route_table};
 
 static const struct job_kind job_kinds[] = {{NULL, NULL, 0, 0}};
 
