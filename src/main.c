@@ -33,7 +33,7 @@
 #define DEMO_DOMAIN "demo.tessera.local"
 
 static const struct route_table *const all_tables[] = {&ops_route_table, &live_route_table,
-                                                      &learning_route_table};
+                                                      &learning_route_table, &docs_route_table};
 
 static const struct job_kind job_kinds[] = {{NULL, NULL, 0, 0}};
 
@@ -149,8 +149,6 @@ static void closing_done(struct server *s)
     struct serve_state *st = server_arg(s);
     struct app *app = &st->app;
     pool_stop(app->pool); /* running jobs have been asked to checkpoint */
-    uv_close((uv_handle_t *)&st->sigterm, NULL);
-    uv_close((uv_handle_t *)&st->sigint, NULL);
     server_close_handles(app->server);
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
@@ -303,6 +301,10 @@ static int cmd_serve(struct config *cfg)
     st.sigterm.data = st.sigint.data = &st;
     uv_signal_start(&st.sigterm, on_signal, SIGTERM);
     uv_signal_start(&st.sigint, on_signal, SIGINT);
+    /* unreferenced: they never keep the loop alive, but stay armed until the very end so a
+     * late signal during final cleanup is absorbed instead of killing the process */
+    uv_unref((uv_handle_t *)&st.sigterm);
+    uv_unref((uv_handle_t *)&st.sigint);
     char url[300];
     snprintf(url, sizeof(url), "%s://%s", st.tls ? "https" : "http", cfg->listen);
     printf("tessera %s listening on %s\n", TESSERA_VERSION, url);
@@ -313,6 +315,9 @@ static int cmd_serve(struct config *cfg)
     if (recovered > 0)
         log_msg(LOG_INFO, "resumed %d queued jobs", recovered);
     app->ready = true;
+    uv_run(app->loop, UV_RUN_DEFAULT);
+    uv_close((uv_handle_t *)&st.sigterm, NULL);
+    uv_close((uv_handle_t *)&st.sigint, NULL);
     uv_run(app->loop, UV_RUN_DEFAULT);
     serve_close(&st);
     uv_loop_close(app->loop);

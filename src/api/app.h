@@ -29,6 +29,7 @@ struct app {
 
 /* Every surface's route table; main builds the router from these. */
 extern const struct route_table ops_route_table;
+extern const struct route_table docs_route_table;   /* /openapi, /docs; recs errors */
 extern const struct route_table live_route_table;
 extern const struct route_table learning_route_table;
 

@@ -41,6 +41,7 @@ struct conn {
     bool in_header_value;
     bool reading;
     struct request *req;            /* the request being parsed or handled */
+    bool req_dispatched;            /* req belongs to the dispatcher until it is sent */
     struct buf url, hdr;            /* accumulate while parsing */
     struct hdr_rec *recs;
     int nrecs;
@@ -256,6 +257,7 @@ static void conn_timer_cb(uv_timer_t *t)
             c->reading = false;
         }
         c->req->close_after = true;
+        c->req_dispatched = true;
         c->srv->hooks.on_error(c->req, TS_E_TIMEOUT);
         return;
     }
@@ -371,11 +373,13 @@ void conn_close(struct conn *c)
     c->proto = NULL;
     c->state = CONN_CLOSING;
     conn_unlink(c);
-    if (c->req != NULL) {
+    if (c->req != NULL && c->req_dispatched) {
         /* in flight (pool) or queued: the request lives on and is dropped when sent */
         c->req->conn = NULL;
-        c->req = NULL;
+    } else if (c->req != NULL) {
+        request_free(c->req); /* still arriving: nobody else has seen it */
     }
+    c->req = NULL;
     uv_close((uv_handle_t *)&c->timer, conn_close_cb);
     uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
 }
@@ -562,6 +566,7 @@ static void conn_fail(struct conn *c, int err)
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
     }
+    c->req_dispatched = true;
     c->srv->hooks.on_error(req, err);
 }
 
@@ -572,7 +577,7 @@ static void conn_keep(struct conn *c, const char *data, size_t n)
     if (c->pending.max == 0)
         buf_init(&c->pending, PENDING_MAX);
     if (buf_append(&c->pending, data, n) < 0)
-        conn_fail(c, TS_E_TOO_LARGE);
+        conn_close(c); /* a client pipelining past PENDING_MAX is not worth an answer */
 }
 
 static void conn_parse(struct conn *c, const char *data, size_t n)
@@ -593,8 +598,10 @@ static void conn_parse(struct conn *c, const char *data, size_t n)
             c->reading = false;
         }
         conn_keep(c, data + used, n - used);
-        if (c->state == CONN_BUSY && c->req == req)
+        if (c->state == CONN_BUSY && c->req == req && !c->req_dispatched) {
+            c->req_dispatched = true;
             c->srv->hooks.on_request(req);
+        }
         return;
     }
     int err = c->pending_err ? c->pending_err : TS_E_BAD_REQUEST;
@@ -648,8 +655,10 @@ static void conn_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
         conn_feed(c, b->base, (size_t)nread);
     } else if (nread < 0) {
         if (c->state == CONN_READING && c->req && nread == UV_EOF &&
-            llhttp_finish(&c->parser) == HPE_OK && c->state == CONN_BUSY)
+            llhttp_finish(&c->parser) == HPE_OK && c->state == CONN_BUSY) {
+            c->req_dispatched = true;
             c->srv->hooks.on_request(c->req);
+        }
         else
             conn_close(c);
     }
@@ -786,6 +795,7 @@ static void response_flush_one(struct server *s, struct request *req)
         int r = conn_write(c, out.data, out.len);
         buf_release(&out);
         c->req = NULL;
+        c->req_dispatched = false;
         if (r < 0) {
             conn_close(c);
         } else if (req->status == 101 && req->upgrade_cb) {

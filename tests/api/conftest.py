@@ -4,7 +4,7 @@ Every response a test receives through `Api` is checked against the route's Open
 (tests/api/contract.py), so a field that drifts from the contract fails the test.
 """
 import os
-import signal
+import signal as signals
 import socket
 import subprocess
 import tempfile
@@ -74,8 +74,12 @@ class Server:
                 pass
         return out
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
+    def signal(self, sig=signals.SIGTERM):
+        self.signalled = True
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signals.SIGTERM, timeout=30):
+        if self.proc.poll() is None and not getattr(self, "signalled", False):
             self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout=timeout)

@@ -135,7 +135,7 @@ def test_sigterm_drains_in_flight_and_checkpoints(tmp_path):
     sock = rawhttp.connect(s.port)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # a request in flight, head unfinished
     time.sleep(0.2)
-    s.proc.send_signal(signal.SIGTERM)
+    s.signal()
     time.sleep(0.3)
     # draining: new connections are refused; the in-flight request still completes, then closes
     with pytest.raises(httpx.HTTPError):

@@ -218,8 +218,11 @@ def test_client_disconnect_mid_request_costs_nothing(server):
 def test_connection_cap(tmp_path):
     s = Server("--max-connections", "3", data=str(tmp_path))
     try:
+        time.sleep(0.3)  # the readiness probe's connection is gone
         held = [rawhttp.connect(s.port) for _ in range(3)]
-        time.sleep(0.2)
+        for h in held:  # each is accepted and served, and stays open (keep-alive)
+            h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert rawhttp.read_response(h)[0] == 200
         extra = rawhttp.connect(s.port)
         assert rawhttp.closed_by_peer(extra, wait=2.0)
         extra.close()

@@ -134,7 +134,7 @@ def test_shutdown_closes_with_1001(tmp_path):
     async def go():
         async with websockets.connect(ws_url(s)) as ws:
             await ws.recv()
-            s.proc.send_signal(signal.SIGTERM)
+            s.signal()
             with pytest.raises(websockets.ConnectionClosed) as e:
                 while True:
                     await ws.recv()
