@@ -187,6 +187,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
 {
     struct app *app = &st->app;
     struct config *cfg = app->cfg;
+    observe_db_hook(app);
     int r = db_open(app->db_path, strcmp(cfg->durability, "full") == 0, cfg->query_guard_ms,
                     &app->db, err, errlen);
     if (r < 0)

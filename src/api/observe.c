@@ -81,6 +81,24 @@ static int rate_check_routes(struct app *app, char *err, size_t errlen)
     return 0;
 }
 
+/* db_queries_total / db_query_duration_seconds, from SQLite's statement profile callback. */
+static void db_profiled(void *arg, const char *sql, uint64_t ns)
+{
+    struct app *app = arg;
+    if (app->mstd == NULL)
+        return;
+    char kind[16], table[48];
+    db_sql_classify(sql, kind, sizeof(kind), table, sizeof(table));
+    const char *v[] = {METRICS_SERVICE, kind, table};
+    metric_inc(app->mstd->db_queries, v, 1);
+    metric_observe(app->mstd->db_duration, v, (double)ns / 1e9);
+}
+
+void observe_db_hook(struct app *app)
+{
+    db_profile_hook(db_profiled, app);
+}
+
 int observe_init(struct app *app, char *err, size_t errlen)
 {
     int r = rate_init(app, err, errlen);

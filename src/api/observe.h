@@ -7,6 +7,8 @@
 #include "api/app.h"
 
 int observe_init(struct app *app, char *err, size_t errlen);
+/* Installs the SQL profile hook; call before opening any connection. */
+void observe_db_hook(struct app *app);
 void observe_free(struct app *app);
 void observe_peer_address(struct request *req, char *out, size_t n);
 /* Takes a token for principal in class; sets X-RateLimit-* headers. 0 or TS_E_RATE_LIMITED. */

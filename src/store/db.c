@@ -1,10 +1,12 @@
 /* SQLite storage: writer connection, per-tick group commit, statement cache, guard, migrations. */
 #include "store/db.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/clock.h"
 #include "core/embedded.h"
@@ -26,6 +28,81 @@ struct db {
     struct db_stats stats;
     struct stmt_slot stmts[STMT_CACHE];
 };
+
+static db_profile_fn profile_fn;
+static void *profile_arg;
+
+void db_profile_hook(db_profile_fn fn, void *arg)
+{
+    profile_fn = fn;
+    profile_arg = arg;
+}
+
+static int profile_cb(unsigned type, void *ctx, void *p, void *x)
+{
+    (void)ctx;
+    if (type == SQLITE_TRACE_PROFILE && profile_fn) {
+        const char *sql = sqlite3_sql(p);
+        profile_fn(profile_arg, sql ? sql : "", *(sqlite3_uint64 *)x);
+    }
+    return 0;
+}
+
+static void profile_attach(sqlite3 *h)
+{
+    if (profile_fn)
+        sqlite3_trace_v2(h, SQLITE_TRACE_PROFILE, profile_cb, NULL);
+}
+
+static const char *skip_space(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r' || *p == '(')
+        p++;
+    return p;
+}
+
+static size_t word_len(const char *p)
+{
+    size_t n = 0;
+    while (isalnum((unsigned char)p[n]) || p[n] == '_')
+        n++;
+    return n;
+}
+
+static void copy_lower(char *out, size_t outlen, const char *p, size_t n)
+{
+    size_t k = 0;
+    for (; k < n && k + 1 < outlen; k++)
+        out[k] = (char)tolower((unsigned char)p[k]);
+    out[k] = '\0';
+}
+
+void db_sql_classify(const char *sql, char *kind, size_t kindlen, char *table, size_t tablelen)
+{
+    const char *p = skip_space(sql);
+    size_t n = word_len(p);
+    copy_lower(kind, kindlen, p, n);
+    if (strcmp(kind, "with") == 0)
+        snprintf(kind, kindlen, "select");
+    snprintf(table, tablelen, "none");
+    /* the table is the word after the first FROM, INTO or UPDATE */
+    for (const char *q = p; *q; q++) {
+        if (q != sql && (isalnum((unsigned char)q[-1]) || q[-1] == '_'))
+            continue;
+        size_t w = word_len(q);
+        if ((w == 4 && (!strncasecmp(q, "from", 4) || !strncasecmp(q, "into", 4))) ||
+            (w == 6 && !strncasecmp(q, "update", 6))) {
+            const char *t = skip_space(q + w);
+            size_t tl = word_len(t);
+            if (tl > 0) {
+                copy_lower(table, tablelen, t, tl);
+                return;
+            }
+        }
+        if (w > 0)
+            q += w - 1;
+    }
+}
 
 int db_err(int rc)
 {
@@ -156,6 +233,7 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
         return TS_E_INTERNAL;
     }
     sqlite3_extended_result_codes(db->h, 1);
+    profile_attach(db->h);
     int r = exec(db->h, "PRAGMA journal_mode=WAL", err, errlen);
     if (r == 0)
         r = exec(db->h, durability_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
@@ -280,6 +358,7 @@ int db_open_readonly(const char *path, sqlite3 **ret)
         return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
     }
     sqlite3_busy_timeout(h, 5000);
+    profile_attach(h);
     *ret = h;
     return 0;
 }

@@ -33,6 +33,13 @@ void db_guard_disarm(struct db *db);
 /* Prepared-statement cache keyed by the SQL text's address (SQL lives in static consts). */
 sqlite3_stmt *db_stmt(struct db *db, const char *sql);
 
+/* Statement profiling: fn gets every finished statement's SQL and run time on every connection
+ * opened after the hook is set (writer and pool readers; fn must be thread-safe). */
+typedef void (*db_profile_fn)(void *arg, const char *sql, uint64_t ns);
+void db_profile_hook(db_profile_fn fn, void *arg);
+/* Splits SQL into its statement kind ("select", "insert", ...) and first table named. */
+void db_sql_classify(const char *sql, char *kind, size_t kindlen, char *table, size_t tablelen);
+
 /* Read-only connection for a worker thread. */
 int db_open_readonly(const char *path, sqlite3 **ret);
 /* Applies migrations on an open connection (used by db_open and by `tessera admin`). */

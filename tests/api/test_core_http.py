@@ -245,6 +245,9 @@ def test_metrics_pass_promtool(api):
     assert 'http_errors_total{service="tessera",endpoint="unmatched",error_type="NOT_FOUND"} 1' in text
     assert "tessera_build_info{" in text
     assert 'http_connections_active{service="tessera"}' in text
+    # /ready and /health ran real queries: SQLite's profile hook counted them
+    assert 'db_queries_total{service="tessera",query_type="select",table="schema_migrations"}' in text
+    assert 'db_query_duration_seconds_count{service="tessera",query_type="select",table="schema_migrations"}' in text
     promtool = os.path.join(SRC, ".tools/promtool")
     p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()

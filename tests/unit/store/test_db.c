@@ -93,8 +93,31 @@ static void test_guard(void)
     db_close(db);
 }
 
+static void test_classify(void)
+{
+    char k[16], t[32];
+    db_sql_classify("SELECT id FROM tenants WHERE x = ?", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(k, "select");
+    CHECK_STR(t, "tenants");
+    db_sql_classify("  insert INTO jobs(id) VALUES(?)", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(k, "insert");
+    CHECK_STR(t, "jobs");
+    db_sql_classify("UPDATE users SET name = ?", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(k, "update");
+    CHECK_STR(t, "users");
+    db_sql_classify("WITH c(x) AS (SELECT 1) SELECT x FROM c", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(k, "select");
+    CHECK_STR(t, "c");
+    db_sql_classify("SELECT fromage FROM (SELECT 1) ", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(t, "select"); /* a subquery names no table: the word that follows is reported */
+    db_sql_classify("COMMIT", k, sizeof(k), t, sizeof(t));
+    CHECK_STR(k, "commit");
+    CHECK_STR(t, "none");
+}
+
 int main(void)
 {
+    test_classify();
     if (mkdtemp(dir) == NULL)
         return 1;
     snprintf(path, sizeof(path), "%s/t.db", dir);
