@@ -24,6 +24,7 @@
 #include "http/tls.h"
 #include "http/ws.h"
 #include "jobs/jobs.h"
+#include "jobs/kinds.h"
 #include "jobs/pool.h"
 #include "store/db.h"
 #include "version.h"
@@ -34,8 +35,6 @@
 
 static const struct route_table *const all_tables[] = {&ops_route_table, &live_route_table,
                                                       &learning_route_table, &docs_route_table};
-
-static const struct job_kind job_kinds[] = {{NULL, NULL, 0, 0}};
 
 static int usage_error(const char *msg)
 {
@@ -198,7 +197,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     }
     int workers = cfg->workers ? cfg->workers : (int)uv_available_parallelism();
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
-    jobs_new(app->db, app->pool, job_kinds, 0, &app->jobs);
+    jobs_new(app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_on_finish(app->jobs, jobs_finished, app);
     struct route_table tables[sizeof(all_tables) / sizeof(all_tables[0])];
     for (size_t i = 0; i < sizeof(all_tables) / sizeof(all_tables[0]); i++)

@@ -39,6 +39,10 @@ void dispatch_error(struct request *req, int err);
 size_t dispatch_body_limit(struct request *req);
 void dispatch_sent(struct request *req);
 int dispatch_tick(void *arg);
+/* The validate step: with RF_JSON_BODY the body must be application/json, at most 32 levels
+ * deep, and a JSON object; it is parsed into h->body. 0, TS_E_UNSUPPORTED_MEDIA or
+ * TS_E_VALIDATION with h->err_field naming the field. */
+int dispatch_validate_body(struct hctx *h, unsigned flags);
 
 /* Writes the error body for h->surface into h->out and sets h->status. */
 void api_error(struct hctx *h, int err, const char *message, const char *field);

@@ -205,9 +205,9 @@ static int json_depth(const char *s, size_t n)
     return max;
 }
 
-static int step_validate(struct hctx *h, const struct route *rt)
+int dispatch_validate_body(struct hctx *h, unsigned flags)
 {
-    if (!(rt->flags & RF_JSON_BODY))
+    if (!(flags & RF_JSON_BODY))
         return 0;
     struct request *req = h->req;
     const char *ct = http_header_get(req, "Content-Type");
@@ -287,7 +287,7 @@ void dispatch_request(struct request *req)
     if (r == 0)
         r = step_rate(h, rt);
     if (r == 0)
-        r = step_validate(h, rt);
+        r = dispatch_validate_body(h, rt->flags);
     if (r < 0) {
         finish(h, r);
         return;

@@ -133,7 +133,7 @@ def test_demo_loads_once_and_prints_accounts(tmp_path):
 def test_sigterm_drains_in_flight_and_checkpoints(tmp_path):
     s = Server(data=str(tmp_path))
     sock = rawhttp.connect(s.port)
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # a request in flight, head unfinished
+    sock.sendall(b"GET /ready HTTP/1.1\r\nHost: x\r\n")  # a request in flight, head unfinished
     time.sleep(0.2)
     s.signal()
     time.sleep(0.3)
@@ -141,8 +141,9 @@ def test_sigterm_drains_in_flight_and_checkpoints(tmp_path):
     with pytest.raises(httpx.HTTPError):
         httpx.get(s.url + "/health", timeout=1)
     sock.sendall(b"\r\n")
-    status, headers, _, _ = rawhttp.read_response(sock)
-    assert status == 200 and headers["connection"] == "close"
+    status, headers, body, _ = rawhttp.read_response(sock)
+    assert status == 503 and headers["connection"] == "close"  # finished, and /ready says no
+    assert json.loads(body) == {"ready": False}
     sock.close()
     s.stop()
     assert not os.path.exists(tmp_path / "tessera.db-wal") or os.path.getsize(tmp_path / "tessera.db-wal") == 0

@@ -1,0 +1,10 @@
+/* The job-kind table: every durable job kind, its function and its limits, in one place.
+ * Surfaces add their kinds here (exports, batch ingestion, training, embeddings). */
+#include "jobs/kinds.h"
+
+const struct job_kind job_kinds[] = {
+    /* name, run, max active per tenant, max attempts */
+    {NULL, NULL, 0, 0},
+};
+
+const size_t job_kinds_count = sizeof(job_kinds) / sizeof(job_kinds[0]) - 1;
