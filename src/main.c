@@ -16,6 +16,10 @@
 #include "api/app.h"
 #include "api/observe.h"
 #include "auth/identity.h"
+#include "auth/perms.h"
+#include "auth/session.h"
+#include "auth/throttle.h"
+#include "engines/mail.h"
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/json.h"
@@ -33,8 +37,12 @@
 #define DEMO_PASSWORD "tessera-demo"
 #define DEMO_DOMAIN "demo.tessera.local"
 
-static const struct route_table *const all_tables[] = {&ops_route_table, &live_route_table,
-                                                      &learning_route_table, &docs_route_table};
+static const struct route_table *const all_tables[] = {
+    &ops_route_table,        &live_route_table,          &docs_route_table,
+    &learning_route_table,   &identity_shared_table,     &identity_learning_table,
+    &identity_desk_auth_table, &identity_desk_table,     &identity_lms_table,
+    &identity_recs_table,
+};
 
 static int usage_error(const char *msg)
 {
@@ -108,13 +116,13 @@ static int demo_seed(sqlite3 *h)
     if (identity_password_hash(DEMO_PASSWORD, hash) < 0)
         return -ENOMEM;
     sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    int r = identity_tenant_create(h, "Demo Company", DEMO_DOMAIN, "enterprise", tid, err,
-                                   sizeof(err));
-    for (int i = 0; r == 0 && identity_roles[i]; i++) {
+    int r = identity_tenant_create(h, "Demo Company", DEMO_DOMAIN, "enterprise", true, "viewer",
+                                   tid, err, sizeof(err));
+    for (int i = 0; r == 0 && role_names[i]; i++) {
         char email[128], name[128];
-        snprintf(email, sizeof(email), "%s@%s", identity_roles[i], DEMO_DOMAIN);
-        snprintf(name, sizeof(name), "Demo %s", identity_roles[i]);
-        r = identity_user_create(h, DEMO_DOMAIN, email, name, identity_roles[i], hash, uid, NULL,
+        snprintf(email, sizeof(email), "%s@%s", role_names[i], DEMO_DOMAIN);
+        snprintf(name, sizeof(name), "Demo %s", role_names[i]);
+        r = identity_user_create(h, DEMO_DOMAIN, email, name, role_names[i], hash, uid, NULL,
                                  err, sizeof(err));
     }
     if (r < 0) {
@@ -128,8 +136,8 @@ static int demo_seed(sqlite3 *h)
 static void demo_print(const char *url)
 {
     printf("demo tenant: %s (password for every account: %s)\n", DEMO_DOMAIN, DEMO_PASSWORD);
-    for (int i = 0; identity_roles[i]; i++)
-        printf("  %-13s %s@%s\n", identity_roles[i], identity_roles[i], DEMO_DOMAIN);
+    for (int i = 0; role_names[i]; i++)
+        printf("  %-13s %s@%s\n", role_names[i], role_names[i], DEMO_DOMAIN);
     printf("open %s/docs\n", url);
     fflush(stdout);
 }
@@ -151,6 +159,7 @@ static void closing_done(struct server *s)
     server_close_handles(app->server);
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
+    mailer_close_handles(app->mailer);
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -195,6 +204,14 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
         snprintf(err, errlen, "could not load demo data");
         return -EINVAL;
     }
+    r = auth_open(cfg->data_dir, cfg->jwt_secret_file, cfg->jwt_ttl_s, &app->auth, err, errlen);
+    if (r < 0)
+        return -EINVAL;
+    app->throttle = throttle_new(65536);
+    struct mail_config mc = {cfg->data_dir, cfg->smtp_url, cfg->smtp_user, cfg->smtp_password,
+                             cfg->smtp_from, 8};
+    if (mailer_new(app->loop, app->db, &mc, &app->mailer, err, errlen) < 0)
+        return -EINVAL;
     int workers = cfg->workers ? cfg->workers : (int)uv_available_parallelism();
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
     jobs_new(app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
@@ -253,6 +270,10 @@ static void serve_close(struct serve_state *st)
 {
     struct app *app = &st->app;
     observe_free(app);
+    app->mailer = mailer_free(app->mailer);
+    app->throttle = throttle_free(app->throttle);
+    app->auth = auth_free(app->auth);
+    free(app->public_url);
     app->hub = ws_hub_free(app->hub);
     app->server = server_free(app->server);
     app->jobs = jobs_free(app->jobs);
@@ -291,6 +312,8 @@ static int cmd_serve(struct config *cfg)
         }
         if (app->hub)
             ws_hub_close_handles(app->hub);
+        if (app->mailer)
+            mailer_close_handles(app->mailer);
         uv_run(app->loop, UV_RUN_DEFAULT);
         serve_close(&st);
         uv_loop_close(app->loop);
@@ -307,6 +330,7 @@ static int cmd_serve(struct config *cfg)
     uv_unref((uv_handle_t *)&st.sigint);
     char url[300];
     snprintf(url, sizeof(url), "%s://%s", st.tls ? "https" : "http", cfg->listen);
+    app->public_url = strdup(cfg->public_url ? cfg->public_url : url);
     printf("tessera %s listening on %s\n", TESSERA_VERSION, url);
     if (cfg->demo)
         demo_print(url);
@@ -371,7 +395,8 @@ static int admin_create_tenant(struct config *cfg)
     sqlite3 *h;
     if (open_admin_db(cfg, &h, err, sizeof(err)) < 0)
         return usage_error(err);
-    int r = identity_tenant_create(h, cfg->name, cfg->domain, cfg->plan, id, err, sizeof(err));
+    int r = identity_tenant_create(h, cfg->name, cfg->domain, cfg->plan, cfg->allow_registration,
+                                   cfg->default_role, id, err, sizeof(err));
     sqlite3_close(h);
     if (r < 0)
         return usage_error(err);
@@ -380,12 +405,12 @@ static int admin_create_tenant(struct config *cfg)
     return print_created(f, 5);
 }
 
-static int read_password(char *out, size_t n)
+static int read_password(char *out, size_t n, int min_len)
 {
     if (fgets(out, (int)n, stdin) == NULL)
         return -EINVAL;
     out[strcspn(out, "\r\n")] = '\0';
-    return strlen(out) >= 8 ? 0 : -EINVAL;
+    return (int)strlen(out) >= min_len ? 0 : -EINVAL;
 }
 
 static int admin_create_user(struct config *cfg)
@@ -393,8 +418,11 @@ static int admin_create_user(struct config *cfg)
     char err[512], id[UUID_STR_LEN], tid[UUID_STR_LEN], pw[1024], hash[IDENTITY_HASH_LEN];
     if (!cfg->password_stdin)
         return usage_error("create-user needs --password-stdin (the password is read from stdin)");
-    if (read_password(pw, sizeof(pw)) < 0)
-        return usage_error("password on stdin must be at least 8 characters");
+    if (read_password(pw, sizeof(pw), cfg->password_min_length) < 0) {
+        snprintf(err, sizeof(err), "password on stdin must be at least %d characters",
+                 cfg->password_min_length);
+        return usage_error(err);
+    }
     int r = identity_password_hash(pw, hash);
     sodium_memzero(pw, sizeof(pw));
     if (r < 0)

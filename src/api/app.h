@@ -21,6 +21,10 @@ struct app {
     struct ratelimit *rl;
     struct cache *cache;
     struct metrics *metrics;
+    struct auth *auth;
+    struct throttle *throttle;
+    struct mailer *mailer;
+    char *public_url;           /* base of links in emails */
     struct metrics_std *mstd;   /* the standard families (recs.md section 7) */
     int64_t started_ms;
     bool ready;                 /* startup finished and not draining */
@@ -32,6 +36,12 @@ extern const struct route_table ops_route_table;
 extern const struct route_table docs_route_table;   /* /openapi, /docs; recs errors */
 extern const struct route_table live_route_table;
 extern const struct route_table learning_route_table;
+extern const struct route_table identity_shared_table;
+extern const struct route_table identity_learning_table;
+extern const struct route_table identity_desk_auth_table;
+extern const struct route_table identity_desk_table;
+extern const struct route_table identity_lms_table;
+extern const struct route_table identity_recs_table;
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

@@ -9,6 +9,8 @@
 
 #include "api/app.h"
 #include "api/observe.h"
+#include "auth/audit.h"
+#include "auth/session.h"
 #include "core/clock.h"
 #include "core/ids.h"
 #include "core/json.h"
@@ -115,6 +117,34 @@ static void answer_preflight(struct hctx *h, const char *allow)
 
 /* ---- finishing ---- */
 
+/* Every state-changing call a tenant can be named for leaves an audit row (who, what, how it
+ * ended), written in the same tick as the change itself. */
+static void audit_call(struct hctx *h)
+{
+    const struct route *rt = h->req->route;
+    struct request *req = h->req;
+    if (rt == NULL || h->tenant_id == NULL || !strcmp(rt->method, "GET") ||
+        (rt->flags & RF_WEBSOCKET))
+        return;
+    const char *target = h->audit_target;
+    if (target == NULL && req->nparams > 0)
+        target = req->params[0].value;
+    struct audit_entry e = {
+        .tenant_id = h->tenant_id,
+        .actor_id = h->who.kind == PRINCIPAL_API_KEY ? h->who.key_id : h->user_id,
+        .actor_kind = h->who.kind == PRINCIPAL_API_KEY ? "api_key"
+                      : h->user_id                     ? "user"
+                                                       : "anonymous",
+        .method = rt->method,
+        .route = rt->path,
+        .path = req->path,
+        .target = target,
+        .status = req->status ? req->status : h->status,
+        .request_id = req->request_id,
+    };
+    audit_write(h->app->db, &e);
+}
+
 static void finish(struct hctx *h, int r)
 {
     struct request *req = h->req;
@@ -130,6 +160,7 @@ static void finish(struct hctx *h, int r)
     }
     if (req->status == 0)
         req->status = h->status;
+    audit_call(h);
     if (req->status != 204 && req->status != 101 && h->out.len > 0) {
         req->content_type = req->content_type ? req->content_type : "application/json";
         buf_release(&req->out_body);
@@ -161,14 +192,43 @@ static int step_route(struct hctx *h, struct route_match *m)
     return r;
 }
 
-/* Identity (issue 3) plugs credential verification in here; until then only public routes
- * can be reached, and every other route answers 401 in its surface's format. */
+/* Public routes skip it; every other route needs a verified credential (JWT or API key).
+ * Browsers cannot set headers on a WebSocket: those routes also take ?access_token=. */
 static int step_auth(struct hctx *h, const struct route *rt)
 {
     if (rt->flags & RF_PUBLIC)
         return 0;
-    h->err_message = "No valid credential provided";
-    return TS_E_UNAUTHENTICATED;
+    const char *authz = http_header_get(h->req, "Authorization");
+    if (authz == NULL && (rt->flags & RF_WEBSOCKET)) {
+        const char *q = http_query_get(h->req, "access_token");
+        if (q)
+            authz = arena_printf(h->arena, "Bearer %s", q);
+    }
+    return auth_authenticate(h->app->auth, h->app->db, authz, &h->who, &h->err_message);
+}
+
+/* The tenant comes from the credential, never from the request. */
+static int step_tenant(struct hctx *h)
+{
+    if (h->who.kind == PRINCIPAL_NONE)
+        return 0;
+    h->tenant_id = h->who.tenant_id;
+    h->user_id = h->who.kind == PRINCIPAL_USER ? h->who.user_id : NULL;
+    return 0;
+}
+
+static int step_permission(struct hctx *h, const struct route *rt)
+{
+    if (rt->flags & RF_PUBLIC)
+        return 0;
+    const struct permission *p = perm_find(rt->permission);
+    const char *self = rt->self_param ? http_param_get(h->req, rt->self_param) : NULL;
+    int r = p ? perm_check(p, &h->who, self) : TS_E_FORBIDDEN;
+    if (r == TS_E_FORBIDDEN)
+        h->err_message = h->who.kind == PRINCIPAL_API_KEY
+                             ? "API key does not grant this permission"
+                             : "User does not have required role";
+    return r;
 }
 
 static int step_rate(struct hctx *h, const struct route *rt)
@@ -236,35 +296,68 @@ static void pool_call_work(struct pool_task *t, struct pool_worker *w)
 {
     struct pool_call *pc = (struct pool_call *)t;
     pc->h->db = w->db;
-    pc->result = w->db ? pc->route->handler(pc->h) : TS_E_UNAVAILABLE;
+    if (w->db == NULL)
+        pc->result = TS_E_UNAVAILABLE;
+    else if (pc->h->pool_work)
+        pc->h->pool_work(pc->h);
+    else
+        pc->result = pc->route->handler(pc->h);
 }
 
 static void pool_call_done(struct pool_task *t, int status)
 {
     struct pool_call *pc = (struct pool_call *)t;
-    finish(pc->h, status < 0 ? TS_E_UNAVAILABLE : pc->result);
+    struct hctx *h = pc->h;
+    int r = status < 0 ? TS_E_UNAVAILABLE : pc->result;
+    if (status == 0 && h->pool_done) {
+        struct app *app = h->app;
+        h->db = db_handle(app->db);
+        db_guard_arm(app->db);
+        db_request_start(app->db);
+        r = h->pool_done(h);
+        db_request_end(app->db, r >= 0);
+        db_guard_disarm(app->db);
+    }
+    finish(h, r);
+}
+
+static int pool_call_submit(struct hctx *h, const struct route *rt)
+{
+    struct pool_call *pc = arena_calloc(h->arena, sizeof(*pc));
+    pc->task.work = pool_call_work;
+    pc->task.done = pool_call_done;
+    pc->h = h;
+    pc->route = rt;
+    if (pool_submit(h->app->pool, &pc->task) < 0) {
+        h->err_message = "worker pool is full; retry shortly";
+        return TS_E_UNAVAILABLE;
+    }
+    return HANDLER_DEFERRED;
+}
+
+int api_defer_to_pool(struct hctx *h, void (*work)(struct hctx *h), int (*done)(struct hctx *h))
+{
+    h->pool_work = work;
+    h->pool_done = done;
+    return pool_call_submit(h, h->req->route);
 }
 
 static void step_handler(struct hctx *h, const struct route *rt)
 {
     struct app *app = h->app;
+    int r;
     if (rt->where == RUN_POOL) {
-        struct pool_call *pc = arena_calloc(h->arena, sizeof(*pc));
-        pc->task.work = pool_call_work;
-        pc->task.done = pool_call_done;
-        pc->h = h;
-        pc->route = rt;
-        if (pool_submit(app->pool, &pc->task) < 0) {
-            h->err_message = "worker pool is full; retry shortly";
-            finish(h, TS_E_UNAVAILABLE);
-        }
-        return;
+        r = pool_call_submit(h, rt);
+    } else {
+        h->db = db_handle(app->db);
+        db_guard_arm(app->db);
+        db_request_start(app->db);
+        r = rt->handler(h);
+        db_request_end(app->db, r >= 0);
+        db_guard_disarm(app->db);
     }
-    h->db = db_handle(app->db);
-    db_guard_arm(app->db);
-    int r = rt->handler(h);
-    db_guard_disarm(app->db);
-    finish(h, r);
+    if (r != HANDLER_DEFERRED)
+        finish(h, r);
 }
 
 void dispatch_request(struct request *req)
@@ -284,6 +377,10 @@ void dispatch_request(struct request *req)
     const struct route *rt = m.route;
     if (r == 0)
         r = step_auth(h, rt);
+    if (r == 0)
+        r = step_tenant(h);
+    if (r == 0)
+        r = step_permission(h, rt);
     if (r == 0)
         r = step_rate(h, rt);
     if (r == 0)

@@ -100,6 +100,19 @@ void api_error(struct hctx *h, int err, const char *message, const char *field)
     case SURF_LEARNING:
         error_learning(&w, code, generic, field, reason, h->retry_after_s);
         break;
+    case SURF_SHARED:
+        /* lms, learning, desk and recs all define these routes: one body all four read */
+        jw_kbool(&w, "success", false);
+        jw_key(&w, "error");
+        jw_obj_open(&w);
+        jw_kstr(&w, "code", code);
+        jw_kstr(&w, "message", message ? message : generic);
+        details_object(&w, field, reason);
+        jw_kstr(&w, "request_id", rid);
+        jw_kstr(&w, "timestamp", ts);
+        jw_obj_close(&w);
+        jw_kstr(&w, "request_id", rid);
+        break;
     default:
         jw_key(&w, "error");
         jw_obj_open(&w);

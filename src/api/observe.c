@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/cache.h"
+#include "auth/perms.h"
 #include "auth/ratelimit.h"
 #include "http/metrics.h"
 #include "http/ws.h"
@@ -66,11 +67,17 @@ static int rate_init(struct app *app, char *err, size_t errlen)
     return 0;
 }
 
-/* Every route's rate class must exist: a typo in a route table fails at start, not at 3am. */
+/* Every route's rate class and permission must exist: a typo in a route table fails at
+ * start, not at 3am. */
 static int rate_check_routes(struct app *app, char *err, size_t errlen)
 {
     for (size_t i = 0; i < router_count(app->router); i++) {
         const struct route *rt = router_route(app->router, i, NULL);
+        if (!(rt->flags & RF_PUBLIC) && perm_find(rt->permission) == NULL) {
+            snprintf(err, errlen, "route %s %s: unknown permission '%s'", rt->method, rt->path,
+                     rt->permission);
+            return -EINVAL;
+        }
         if (strcmp(rt->rate_class, "none") != 0 &&
             ratelimit_class_find(app->rl, rt->rate_class) < 0) {
             snprintf(err, errlen, "route %s %s: unknown rate class '%s'", rt->method, rt->path,

@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "core/buf.h"
+#include "auth/perms.h"
 #include "core/err.h"
 #include "http/http.h"
 
@@ -43,6 +44,8 @@ struct route {
     enum route_where where;
     int cache_ttl_s;           /* 0: not cached */
     unsigned flags;
+    const char *self_param;    /* path param holding a user id: roles that hold the permission
+                                * only for themselves must match it (object rule) */
 };
 
 struct route_table {
@@ -58,8 +61,13 @@ struct hctx {
     sqlite3 *db;
     enum surface surface;
     json_t *body;              /* parsed body (RF_JSON_BODY), owned by the dispatcher */
+    struct principal who;      /* the verified caller (kind NONE on public routes) */
     const char *tenant_id;     /* from the credential, never from the request */
     const char *user_id;
+    const char *audit_target;  /* what a state-changing call acted on, for the audit log */
+    void (*pool_work)(struct hctx *h);   /* api_defer_to_pool */
+    int (*pool_done)(struct hctx *h);
+    void *state;               /* a handler's own data across the pool hop */
     int status;                /* response status, default 200 */
     struct buf out;            /* response JSON */
     /* error detail for the dispatcher's error body */
@@ -69,6 +77,13 @@ struct hctx {
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
     struct app *app;
 };
+
+/* A handler returns this after api_defer_to_pool: the response comes from `done`. */
+#define HANDLER_DEFERRED 1
+/* Runs work(h) on a worker thread (h->db is its read-only connection), then done(h) back on
+ * the loop (h->db is the writer); done's return value finishes the request. Returns
+ * HANDLER_DEFERRED, or TS_E_UNAVAILABLE when the pool is full. */
+int api_defer_to_pool(struct hctx *h, void (*work)(struct hctx *h), int (*done)(struct hctx *h));
 
 /* ---- router ---- */
 struct router;

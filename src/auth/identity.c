@@ -6,19 +6,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth/perms.h"
 #include "core/clock.h"
 #include "core/err.h"
 
-const char *const identity_roles[] = {"admin",   "org_admin", "manager", "viewer",
-                                      "learner", "trainer",   "approver", "agent",
-                                      "developer", "master_admin", NULL};
-
 bool identity_role_valid(const char *role)
 {
-    for (int i = 0; identity_roles[i]; i++)
-        if (strcmp(identity_roles[i], role) == 0)
-            return true;
-    return false;
+    return role_bit(role) >= 0;
 }
 
 int identity_password_hash(const char *password, char out[IDENTITY_HASH_LEN])
@@ -94,8 +88,13 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st, char *err, size_t errlen)
 }
 
 int identity_tenant_create(sqlite3 *db, const char *name, const char *domain, const char *plan,
+                           bool allow_registration, const char *default_role,
                            char ret_id[UUID_STR_LEN], char *err, size_t errlen)
 {
+    if (default_role && !identity_role_valid(default_role)) {
+        snprintf(err, errlen, "--default-role: unknown role '%s'", default_role);
+        return -EINVAL;
+    }
     if (name == NULL || !name[0] || strlen(name) > 200) {
         snprintf(err, errlen, "--name is required (1-200 characters)");
         return -EINVAL;
@@ -108,13 +107,16 @@ int identity_tenant_create(sqlite3 *db, const char *name, const char *domain, co
     id_uuid7(id);
     sqlite3_stmt *st;
     sqlite3_prepare_v2(db,
-                       "INSERT INTO tenants(id, name, domain, plan, created_at) VALUES(?,?,?,?,?)",
+                       "INSERT INTO tenants(id, name, domain, plan, created_at, allow_registration,"
+                       " default_role) VALUES(?,?,?,?,?,?,?)",
                        -1, &st, NULL);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, domain, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, plan && plan[0] ? plan : "standard", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, clock_now_ms());
+    sqlite3_bind_int(st, 6, allow_registration);
+    sqlite3_bind_text(st, 7, default_role ? default_role : "viewer", -1, SQLITE_STATIC);
     int r = step_done(db, st, err, errlen);
     sqlite3_finalize(st);
     if (r == -EEXIST)

@@ -10,7 +10,6 @@
 
 #define IDENTITY_HASH_LEN crypto_pwhash_STRBYTES
 
-extern const char *const identity_roles[];   /* NULL-terminated */
 bool identity_role_valid(const char *role);
 
 /* argon2id via libsodium (interactive limits). Slow on purpose: never call it on the loop. */
@@ -18,6 +17,7 @@ int identity_password_hash(const char *password, char out[IDENTITY_HASH_LEN]);
 
 /* Each returns 0, -EINVAL with a reason in err (bad field), -EEXIST (duplicate), or TS_E_*. */
 int identity_tenant_create(sqlite3 *db, const char *name, const char *domain, const char *plan,
+                           bool allow_registration, const char *default_role,
                            char ret_id[UUID_STR_LEN], char *err, size_t errlen);
 int identity_user_create(sqlite3 *db, const char *tenant_domain, const char *email,
                          const char *name, const char *roles_csv, const char *password_hash,

@@ -8,16 +8,17 @@ struct err_row {
     int err;
     int status;
     const char *message;
-    const char *code[SURF_COUNT]; /* lms, commerce, learning, desk, recs */
+    const char *code[SURF_COUNT]; /* lms, commerce, learning, desk, recs, shared */
 };
 
-#define SAME(c) {c, c, c, c, c}
+#define SAME(c) {c, c, c, c, c, c}
 
 static const struct err_row err_table[] = {
     {TS_E_BAD_REQUEST, 400, "Malformed request", SAME("BAD_REQUEST")},
     {TS_E_VALIDATION, 400, "Request validation failed", SAME("VALIDATION_ERROR")},
     {TS_E_UNAUTHENTICATED, 401, "Authentication required",
-     {"UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "AUTHENTICATION_FAILED"}},
+     {"UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "AUTHENTICATION_FAILED",
+      "UNAUTHORIZED"}},
     {TS_E_FORBIDDEN, 403, "Access denied", SAME("FORBIDDEN")},
     {TS_E_NOT_FOUND, 404, "Resource not found", SAME("NOT_FOUND")},
     {TS_E_METHOD_NOT_ALLOWED, 405, "Method not allowed", SAME("METHOD_NOT_ALLOWED")},
@@ -59,8 +60,8 @@ const char *err_message(int err)
     return err_row_of(err)->message;
 }
 
-static const char *const surface_names[SURF_COUNT] = {"lms", "commerce", "learning", "desk",
-                                                      "recs"};
+static const char *const surface_names[SURF_COUNT] = {"lms",  "commerce", "learning",
+                                                      "desk", "recs",     "shared"};
 
 const char *surface_name(enum surface s)
 {

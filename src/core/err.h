@@ -2,13 +2,15 @@
 #ifndef TS_ERR_H
 #define TS_ERR_H
 
-/* The five contracts, plus nothing: ops routes (/health, /metrics) speak recs' format. */
+/* The five contracts, and the routes they share. Ops routes (/health, /metrics) speak recs'
+ * format. */
 enum surface {
     SURF_LMS,
     SURF_COMMERCE,
     SURF_LEARNING,
     SURF_DESK,
     SURF_RECS,
+    SURF_SHARED,     /* the auth routes four contracts share: an error body all four accept */
     SURF_COUNT
 };
 

@@ -23,6 +23,7 @@ struct stmt_slot {
 struct db {
     sqlite3 *h;
     bool in_tx;
+    bool request_open, savepoint_set, keep;
     int guard_ms;
     uint64_t guard_deadline_ns;  /* 0 = disarmed */
     struct db_stats stats;
@@ -291,13 +292,45 @@ bool db_in_write(const struct db *db)
 
 int db_write_begin(struct db *db)
 {
-    if (db->in_tx)
-        return 0;
-    int rc = sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
-    db->in_tx = true;
+    if (!db->in_tx) {
+        int rc = sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+        db->in_tx = true;
+    }
+    if (db->request_open && !db->savepoint_set) {
+        int rc = sqlite3_exec(db->h, "SAVEPOINT request", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+        db->savepoint_set = true;
+    }
     return 0;
+}
+
+void db_request_start(struct db *db)
+{
+    db->request_open = true;
+    db->savepoint_set = false;
+    db->keep = false;
+}
+
+void db_request_keep(struct db *db)
+{
+    db->keep = true;
+}
+
+int db_request_end(struct db *db, bool ok)
+{
+    int rc = SQLITE_OK;
+    if (db->savepoint_set) {
+        if (!ok && !db->keep)
+            rc = sqlite3_exec(db->h, "ROLLBACK TO request", NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db->h, "RELEASE request", NULL, NULL, NULL);
+    }
+    db->request_open = false;
+    db->savepoint_set = false;
+    return rc == SQLITE_OK ? 0 : TS_E_INTERNAL;
 }
 
 int db_tick_commit(struct db *db)

@@ -24,6 +24,14 @@ const struct db_stats *db_stats(const struct db *db);
  * 0, or TS_E_BUSY if another process holds the write lock. */
 int db_write_begin(struct db *db);
 bool db_in_write(const struct db *db);
+/* Brackets one request's handler: its writes go under a savepoint, released on success and
+ * rolled back on failure, so a failed request leaves nothing half-written even though it
+ * shares the tick's transaction with others. */
+void db_request_start(struct db *db);
+int db_request_end(struct db *db, bool ok);
+/* This request's writes stand even though it fails (a security event it must record, such
+ * as revoking a refresh-token family on reuse). */
+void db_request_keep(struct db *db);
 /* Commits the tick's transaction, if any. 0 or TS_E_BUSY (retry next iteration). */
 int db_tick_commit(struct db *db);
 /* Arms the loop-thread guard: statements stop (SQLITE_INTERRUPT) once guard_ms has passed. */

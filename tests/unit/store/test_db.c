@@ -75,6 +75,33 @@ static void test_group_commit(void)
     db_close(db);
 }
 
+/* A failed request's writes vanish; the tick's other writes stay. */
+static void test_request_savepoints(void)
+{
+    struct db *db;
+    char err[256];
+    CHECK_INT(db_open(path, false, 250, &db, err, sizeof(err)), 0);
+    sqlite3 *h = db_handle(db);
+    const char *ids[] = {"ok1", "bad", "ok2"};
+    for (int i = 0; i < 3; i++) {
+        db_request_start(db);
+        CHECK_INT(db_write_begin(db), 0);
+        sqlite3_stmt *st = db_stmt(db, SQL_INS);
+        char dom[32];
+        snprintf(dom, sizeof(dom), "%s.sp.example", ids[i]);
+        sqlite3_bind_text(st, 1, ids[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, dom, -1, SQLITE_TRANSIENT);
+        CHECK(sqlite3_step(st) == SQLITE_DONE);
+        CHECK_INT(db_request_end(db, i != 1), 0);
+    }
+    db_request_start(db); /* a request that writes nothing costs no savepoint */
+    CHECK_INT(db_request_end(db, false), 0);
+    CHECK_INT(db_tick_commit(db), 0);
+    CHECK_INT(count(h, "SELECT count(*) FROM tenants WHERE domain LIKE '%.sp.example'"), 2);
+    CHECK_INT(count(h, "SELECT count(*) FROM tenants WHERE id = 'bad'"), 0);
+    db_close(db);
+}
+
 static void test_guard(void)
 {
     struct db *db;
@@ -123,6 +150,7 @@ int main(void)
     snprintf(path, sizeof(path), "%s/t.db", dir);
     test_migrations();
     test_group_commit();
+    test_request_savepoints();
     test_guard();
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

@@ -1,0 +1,99 @@
+/* Handler helpers: field validation that names the field, paging, times, columns. */
+#include "api/handler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+
+int fail(struct hctx *h, int err, const char *field, const char *message)
+{
+    h->err_field = field;
+    h->err_message = message;
+    return err;
+}
+
+int body_string(struct hctx *h, const char *field, size_t maxlen, bool required,
+                const char **ret)
+{
+    json_t *v = h->body ? json_object_get(h->body, field) : NULL;
+    if (v == NULL || json_is_null(v)) {
+        if (required)
+            return fail(h, TS_E_VALIDATION, field, arena_printf(h->arena, "%s is required", field));
+        *ret = NULL;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return fail(h, TS_E_VALIDATION, field, arena_printf(h->arena, "%s must be a string", field));
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (n == 0 && required)
+        return fail(h, TS_E_VALIDATION, field, arena_printf(h->arena, "%s must not be empty", field));
+    if (n > maxlen)
+        return fail(h, TS_E_VALIDATION, field,
+                    arena_printf(h->arena, "%s must be at most %zu characters", field, maxlen));
+    if (strlen(s) != n)
+        return fail(h, TS_E_VALIDATION, field, arena_printf(h->arena, "%s contains NUL", field));
+    *ret = s;
+    return 0;
+}
+
+int query_int(struct hctx *h, const char *name, int def, int min, int max, int *ret)
+{
+    const char *v = http_query_get(h->req, name);
+    if (v == NULL || !v[0]) {
+        *ret = def;
+        return 0;
+    }
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*end || x < min || x > max)
+        return fail(h, TS_E_VALIDATION, name,
+                    arena_printf(h->arena, "%s must be an integer in %d..%d", name, min, max));
+    *ret = (int)x;
+    return 0;
+}
+
+bool email_valid(const char *e)
+{
+    const char *at = strchr(e, '@');
+    size_t n = strlen(e);
+    if (n < 3 || n > 254 || at == NULL || at == e || !at[1] || strchr(at + 1, '@'))
+        return false;
+    if (strpbrk(e, " \t\r\n,;<>()[]\\\"") != NULL)
+        return false;
+    return strchr(at + 1, '.') != NULL || strcmp(at + 1, "localhost") == 0;
+}
+
+void jw_kiso(struct jw *w, const char *key, int64_t ms)
+{
+    jw_key(w, key);
+    if (ms == 0) {
+        jw_null(w);
+        return;
+    }
+    char ts[40];
+    clock_iso8601(ms, 0, ts, sizeof(ts));
+    jw_str(w, ts);
+}
+
+const char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    return t ? (const char *)t : "";
+}
+
+void out_begin(struct hctx *h, struct jw *w)
+{
+    h->out.len = 0;
+    jw_init(w, &h->out);
+    jw_obj_open(w);
+}
+
+int out_end(struct hctx *h, struct jw *w)
+{
+    (void)h;
+    jw_obj_close(w);
+    return jw_finish(w) < 0 ? TS_E_INTERNAL : 0;
+}

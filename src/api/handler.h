@@ -1,0 +1,28 @@
+/* Helpers every handler uses: bounded field extraction that names the field on failure,
+ * paging parameters, ISO times, and column access. */
+#ifndef TS_HANDLER_H
+#define TS_HANDLER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/route.h"
+#include "core/json.h"
+
+/* A string field of the JSON body. 0 and *ret (NULL when absent and optional), or
+ * TS_E_VALIDATION with the field named: missing, not a string, empty, too long. */
+int body_string(struct hctx *h, const char *field, size_t maxlen, bool required,
+                const char **ret);
+/* An integer query parameter in [min, max]; def when absent. */
+int query_int(struct hctx *h, const char *name, int def, int min, int max, int *ret);
+/* Fails the request: returns err after naming field and message. */
+int fail(struct hctx *h, int err, const char *field, const char *message);
+bool email_valid(const char *e);
+/* Writes ISO 8601 UTC for unix ms, or null when ms is 0 / the column is NULL. */
+void jw_kiso(struct jw *w, const char *key, int64_t ms);
+/* sqlite3 column helpers that never return NULL for text */
+const char *col_text(sqlite3_stmt *st, int i);
+/* Starts h->out as a JSON object writer. */
+void out_begin(struct hctx *h, struct jw *w);
+int out_end(struct hctx *h, struct jw *w);
+#endif
