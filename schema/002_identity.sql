@@ -3,7 +3,7 @@ CREATE TABLE tenants (
     id                  TEXT PRIMARY KEY,
     name                TEXT NOT NULL,
     domain              TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    plan                TEXT NOT NULL DEFAULT 'standard',
+    plan                TEXT NOT NULL DEFAULT 'starter',
     status              TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active','suspended')),
     features_enabled    TEXT NOT NULL DEFAULT '[]',     -- JSON array
     data_retention_days INTEGER NOT NULL DEFAULT 365,

@@ -1,7 +1,7 @@
 -- Outgoing email: the outbox, written in the caller's transaction and delivered after commit.
 CREATE TABLE outbox (
     tenant_id       TEXT NOT NULL,
-    id              TEXT PRIMARY KEY,                -- UUIDv7; also the Message-ID and .eml name
+    id              TEXT NOT NULL PRIMARY KEY,       -- UUIDv7; also the Message-ID and .eml name
     to_addr         TEXT NOT NULL,
     subject         TEXT NOT NULL,
     body            TEXT NOT NULL,                   -- UTF-8 plain text as given

@@ -401,7 +401,7 @@ static int admin_create_tenant(struct config *cfg)
     if (r < 0)
         return usage_error(err);
     const char *f[][2] = {{"id", id}, {"name", cfg->name}, {"domain", cfg->domain},
-                          {"plan", cfg->plan ? cfg->plan : "standard"}, {"status", "active"}};
+                          {"plan", cfg->plan ? cfg->plan : "starter"}, {"status", "active"}};
     return print_created(f, 5);
 }
 

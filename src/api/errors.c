@@ -78,7 +78,7 @@ void api_error(struct hctx *h, int err, const char *message, const char *field)
     const char *rid = h->req->request_id;
     char ts[40];
     clock_iso8601(clock_now_ms(), 0, ts, sizeof(ts));
-    h->status = err_http_status(err);
+    h->status = err_http_status_in(err, s);
     h->req->err_code = code;
     h->out.len = 0;
     struct jw w;

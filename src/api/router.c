@@ -165,7 +165,7 @@ int router_match(const struct router *r, const char *method, char *path, struct 
             break; /* trailing slash is ignored */
     }
     int best_prefix = 0, best_literals = -1;
-    bool path_found = false;
+    bool path_found = false, ambiguous = false;
     const struct compiled *best = NULL;
     for (size_t i = 0; i < r->n; i++) {
         const struct compiled *c = &r->c[i];
@@ -173,6 +173,9 @@ int router_match(const struct router *r, const char *method, char *path, struct 
         if (m > best_prefix) {
             best_prefix = m;
             ret->surface = c->surface;
+            ambiguous = false;
+        } else if (m == best_prefix && m > 0 && c->surface != ret->surface) {
+            ambiguous = true; /* /api/v1/<unknown>: no one surface owns it */
         }
         if (m != nseg || c->nsegs != nseg)
             continue;
@@ -208,5 +211,7 @@ int router_match(const struct router *r, const char *method, char *path, struct 
         allow_add(ret->allow, sizeof(ret->allow), "OPTIONS");
         return TS_E_METHOD_NOT_ALLOWED;
     }
+    if (ambiguous)
+        ret->surface = SURF_RECS;
     return TS_E_NOT_FOUND;
 }

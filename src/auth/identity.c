@@ -91,6 +91,14 @@ int identity_tenant_create(sqlite3 *db, const char *name, const char *domain, co
                            bool allow_registration, const char *default_role,
                            char ret_id[UUID_STR_LEN], char *err, size_t errlen)
 {
+    static const char *const plans[] = {"starter", "pro", "enterprise"}; /* recs.md section 6 */
+    bool plan_ok = plan == NULL;
+    for (int i = 0; i < 3 && !plan_ok; i++)
+        plan_ok = strcmp(plan, plans[i]) == 0;
+    if (!plan_ok) {
+        snprintf(err, errlen, "--plan must be starter, pro or enterprise, not '%s'", plan);
+        return -EINVAL;
+    }
     if (default_role && !identity_role_valid(default_role)) {
         snprintf(err, errlen, "--default-role: unknown role '%s'", default_role);
         return -EINVAL;
@@ -113,7 +121,7 @@ int identity_tenant_create(sqlite3 *db, const char *name, const char *domain, co
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, domain, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, plan && plan[0] ? plan : "standard", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, plan ? plan : "starter", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, clock_now_ms());
     sqlite3_bind_int(st, 6, allow_registration);
     sqlite3_bind_text(st, 7, default_role ? default_role : "viewer", -1, SQLITE_STATIC);

@@ -9,13 +9,16 @@ struct err_row {
     int status;
     const char *message;
     const char *code[SURF_COUNT]; /* lms, commerce, learning, desk, recs, shared */
+    int surface_status[SURF_COUNT]; /* where a contract says otherwise; 0 = status */
 };
 
 #define SAME(c) {c, c, c, c, c, c}
 
 static const struct err_row err_table[] = {
     {TS_E_BAD_REQUEST, 400, "Malformed request", SAME("BAD_REQUEST")},
-    {TS_E_VALIDATION, 400, "Request validation failed", SAME("VALIDATION_ERROR")},
+    /* desk.md: "422 - Validation Error" */
+    {TS_E_VALIDATION, 400, "Request validation failed", SAME("VALIDATION_ERROR"),
+     {[SURF_DESK] = 422}},
     {TS_E_UNAUTHENTICATED, 401, "Authentication required",
      {"UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "UNAUTHORIZED", "AUTHENTICATION_FAILED",
       "UNAUTHORIZED"}},
@@ -46,6 +49,14 @@ static const struct err_row *err_row_of(int err)
 int err_http_status(int err)
 {
     return err_row_of(err)->status;
+}
+
+int err_http_status_in(int err, enum surface s)
+{
+    const struct err_row *row = err_row_of(err);
+    if ((unsigned)s < SURF_COUNT && row->surface_status[s])
+        return row->surface_status[s];
+    return row->status;
 }
 
 const char *err_code(int err, enum surface s)

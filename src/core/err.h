@@ -39,6 +39,7 @@ enum ts_err {
 };
 
 int err_http_status(int err);                       /* any negative int; unknown -> 500 */
+int err_http_status_in(int err, enum surface s);    /* as the surface's contract says */
 const char *err_code(int err, enum surface s);      /* stable JSON "code" */
 const char *err_message(int err);                   /* default human message */
 const char *surface_name(enum surface s);

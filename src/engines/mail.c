@@ -693,7 +693,9 @@ static int xfer_setup(struct mailer *m, struct mail_xfer *x, const char *to)
 #else
     curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_SMTP | CURLPROTO_SMTPS));
 #endif
-    curl_easy_setopt(e, CURLOPT_USE_SSL, (long)CURLUSESSL_TRY); /* STARTTLS when offered */
+    /* STARTTLS when offered; required when there is a password to send */
+    curl_easy_setopt(e, CURLOPT_USE_SSL,
+                     (long)(m->smtp_user || m->smtp_password ? CURLUSESSL_ALL : CURLUSESSL_TRY));
     curl_easy_setopt(e, CURLOPT_MAIL_FROM, path);
     curl_easy_setopt(e, CURLOPT_MAIL_RCPT, x->rcpt);
     if (m->smtp_user)
@@ -838,7 +840,7 @@ static void scan_cb(uv_timer_t *t)
     if (n > 0)
         rows_free(rows, n);
     if (blocked || n < 0)
-        mailer_kick(m, MAIL_DEFER_MS);
+        mailer_kick(m, n < 0 ? 1000 : MAIL_DEFER_MS);
     else if (n == room && !m->multi)
         mailer_kick(m, 0); /* a full batch: there may be more */
     else if (n < room)

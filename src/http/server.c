@@ -846,16 +846,18 @@ static void server_retry_cb(uv_timer_t *t)
     (void)t; /* waking the loop is enough: the check handle flushes */
 }
 
+/* After every poll: commit the iteration's writes (those of timers and pool completions
+ * too, not only of requests), then send what waited for that commit. */
 static void server_check_cb(uv_check_t *h)
 {
     struct server *s = h->data;
     for (int round = 0; round < MAX_FLUSH_ROUNDS; round++) {
-        if (s->ready_head == NULL && s->resume_head == NULL) {
-            uv_idle_stop(&s->wake);
+        if (s->hooks.tick && s->hooks.tick(s->hooks.tick_arg) < 0) {
+            uv_timer_start(&s->retry, server_retry_cb, 2, 0);
             return;
         }
-        if (s->ready_head != NULL && s->hooks.tick && s->hooks.tick(s->hooks.tick_arg) < 0) {
-            uv_timer_start(&s->retry, server_retry_cb, 2, 0);
+        if (s->ready_head == NULL && s->resume_head == NULL) {
+            uv_idle_stop(&s->wake);
             return;
         }
         struct request *list = s->ready_head;

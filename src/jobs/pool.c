@@ -3,6 +3,10 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 
 #include "core/log.h"
@@ -49,10 +53,21 @@ struct worker_arg {
     struct pool_worker *w;
 };
 
+/* Workers yield the CPU to the loop thread: a burst of argon2id or an aggregation must not
+ * raise the latency of the point reads the loop serves (Linux applies nice per thread). */
+static void worker_deprioritise(void)
+{
+    struct sched_param sp = {0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+        log_msg(LOG_DEBUG, "worker: cannot lower priority");
+}
+
 static void *worker_loop(void *arg)
 {
     struct worker_arg wa = *(struct worker_arg *)arg;
     free(arg);
+    worker_deprioritise();
     struct pool *p = wa.p;
     pthread_mutex_lock(&p->mu);
     for (;;) {

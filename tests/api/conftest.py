@@ -129,3 +129,13 @@ def api(server):
     a = Api(server)
     yield a
     a.close()
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server (aiosmtpd) collecting what tessera sends: start the server with
+    Server("--smtp-url", smtp.url, ...); then smtp.wait_for(pred) / smtp.messages."""
+    from smtp_sink import SmtpSink
+    s = SmtpSink().start()
+    yield s
+    s.stop()

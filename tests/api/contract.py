@@ -55,10 +55,11 @@ class Document:
             assert seen < 32, f"{self.surface}.json: $ref loop at {ref}"
         return obj
 
-    def error_schema(self):
+    def error_schema(self, shared=False):
+        name = "SharedError" if shared else "Error"
         schemas = self.doc.get("components", {}).get("schemas", {})
-        assert "Error" in schemas, f"{self.surface}.json has no components.schemas.Error"
-        return {"$ref": "#/components/schemas/Error"}
+        assert name in schemas, f"{self.surface}.json has no components.schemas.{name}"
+        return {"$ref": f"#/components/schemas/{name}"}
 
     def validate(self, schema, instance):
         """Raises jsonschema.ValidationError (the most relevant one) on a mismatch."""
@@ -127,17 +128,32 @@ def find_path(path):
     return best
 
 
+def is_shared(template):
+    """Paths documented by several surfaces (login, refresh) are the router's shared surface,
+    answered in the SharedError format every one of those documents defines."""
+    return sum(any(t == template for t, _, _ in d.templates) for d in documents().values()) > 1
+
+
 def owner_surface(path):
-    """The surface whose paths share the longest leading-segment prefix with path (else recs)."""
+    """(document, shared) of the surface whose paths share the longest leading-segment prefix
+    with path, as src/api/router.c decides: a tie between surfaces, or no prefix, is recs."""
     segs = _normalise(_segments(path))
     docs = documents()
-    best, best_len = docs[FALLBACK_SURFACE], 0
+    owners, best_len = set(), 0
     for d in docs.values():
-        for _, regexes, _ in d.templates:
+        for template, regexes, _ in d.templates:
             n = _prefix_len(regexes, segs)
+            owner = "shared" if is_shared(template) else d.surface
             if n > best_len:
-                best, best_len = d, n
-    return best
+                owners, best_len = {owner}, n
+            elif n == best_len and n > 0:
+                owners.add(owner)
+    if len(owners) != 1:
+        return docs[FALLBACK_SURFACE], False
+    owner = owners.pop()
+    if owner == "shared":
+        return docs[FALLBACK_SURFACE], True
+    return docs[owner], False
 
 
 def _media_type(value):
@@ -176,8 +192,9 @@ def _validate_json(d, where, schema, method, path, response):
               f"body does not match {d.surface}.json {where}: at {at}: {e.message}")
 
 
-def _check_error(d, method, path, response, why):
-    """A response no operation documents: must be an error in surface d's format."""
+def _check_error(d, method, path, response, why, shared=False):
+    """A response no operation documents: must be an error in surface d's format (or the
+    shared routes' format)."""
     status = response.status_code
     if method == "OPTIONS" and status == 204 and not response.content:
         return  # CORS preflight: the dispatcher answers it for every routed path
@@ -188,7 +205,8 @@ def _check_error(d, method, path, response, why):
         return
     if not _is_json(media):
         _fail(method, path, response, f"{why}; an error must be JSON in {d.surface}'s format")
-    _validate_json(d, f"Error ({why})", d.error_schema(), method, path, response)
+    _validate_json(d, f"{'SharedError' if shared else 'Error'} ({why})", d.error_schema(shared),
+                   method, path, response)
 
 
 def check(method, path, response):
@@ -196,13 +214,14 @@ def check(method, path, response):
     method = method.upper()
     found = find_path(path)
     if found is None:
-        d = owner_surface(path)
-        return _check_error(d, method, path, response, "no documented path matches")
+        d, shared = owner_surface(path)
+        return _check_error(d, method, path, response, "no documented path matches", shared)
     d, template, ops = found
     op = ops.get(method)
     if op is None:
         return _check_error(d, method, path, response,
-                            f"{d.surface}.json documents no {method} {template}")
+                            f"{d.surface}.json documents no {method} {template}",
+                            is_shared(template))
     status = response.status_code
     key, resp = _response_object(d, op, status)
     where = f"{method} {template} response {key}"

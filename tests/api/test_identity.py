@@ -191,7 +191,7 @@ def test_users_me_and_update(world, api):
                         ({"preferences": {"colour": "red"}}, "preferences.colour"),
                         ({}, "body")]:
         r = api.request("PUT", "/api/v1/users/me", headers=bearer(tok), json=body)
-        assert r.status_code == 400 and r.json()["error"]["details"]["field"] == field, body
+        assert r.status_code == 422 and r.json()["error"]["details"]["field"] == field, body
     # nothing half-written by the failed updates
     assert api.get("/api/v1/users/me", headers=bearer(tok)).json()["full_name"] == "Agent Smith"
 
@@ -209,9 +209,9 @@ def test_users_list_admin_only_with_role_filter_and_paging(world, api):
     ids = [u["id"] for p in pages for u in p["users"]]
     assert len(ids) == acme_count and len(set(ids)) == acme_count and pages[2]["page"] == 3
     r = api.get("/api/v1/users?role=wizard", headers=bearer(tok))
-    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "role"
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "role"
     r = api.get("/api/v1/users?limit=101", headers=bearer(tok))
-    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "limit"
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "limit"
 
 
 def test_user_by_id_self_rule_and_tenant_isolation(world, api):
@@ -234,7 +234,7 @@ def test_role_change_master_admin_only(world, api):
     assert r.status_code == 403
     master = token_of(api, "master_admin")
     r = api.request("PUT", f"/api/v1/users/{target}/role", headers=bearer(master), json={"role": "wizard"})
-    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "role"
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "role"
     r = api.request("PUT", f"/api/v1/users/{target}/role", headers=bearer(master), json={"role": "agent"})
     assert r.status_code == 200 and r.json()["role"] == "agent"
     # the change applies to live tokens at once (roles are read per request)
@@ -318,12 +318,12 @@ def test_cross_tenant_ids_are_not_found(world, api):
 def test_audit_log_records_state_changes(world, api):
     admin = token_of(api, "admin")
     api.request("PUT", "/api/v1/users/me", headers=bearer(admin), json={"department": "Ops"})
-    api.request("PUT", "/api/v1/users/me", headers=bearer(admin), json={"avatar_url": "ftp://x"})  # 400
+    api.request("PUT", "/api/v1/users/me", headers=bearer(admin), json={"avatar_url": "ftp://x"})  # 422
     r = api.get("/api/v1/audit?per_page=100", headers=bearer(admin))
     assert r.status_code == 200
     entries = r.json()["entries"]
     mine = [e for e in entries if e["route"] == "/api/v1/users/me" and e["actor_id"] == world["users"]["admin"]["id"]]
-    assert [e["status"] for e in mine[:2]] == [400, 200]  # newest first
+    assert [e["status"] for e in mine[:2]] == [422, 200]  # newest first (desk: 422)
     assert all(e["method"] == "PUT" and e["actor_kind"] == "user" for e in mine)
     logins = [e for e in entries if e["route"] == "/api/v1/auth/login"]
     assert logins and all(e["status"] == 200 for e in logins)

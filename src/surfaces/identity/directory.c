@@ -377,7 +377,8 @@ static const char SQL_KEY_INSERT[] =
     "INSERT INTO api_keys(tenant_id, id, name, prefix, hash, permissions, created_by, created_at) "
     "VALUES(?,?,?,?,?,?,?,?)";
 static const char SQL_KEY_REVOKE[] =
-    "UPDATE api_keys SET status = 'revoked', revoked_at = ? WHERE id = ? AND tenant_id = ?";
+    "UPDATE api_keys SET status = 'revoked', revoked_at = coalesce(revoked_at, ?) "
+    "WHERE id = ? AND tenant_id = ?"; /* revoking twice is harmless and keeps the first time */
 
 static int keys_list(struct hctx *h)
 {

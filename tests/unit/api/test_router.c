@@ -17,11 +17,12 @@ static const struct route desk[] = {
 };
 static const struct route ops[] = {
     {"GET", "/health", h_any, "public", "none", RUN_LOOP, 0, RF_PUBLIC},
+    {"GET", "/api/v1/tenant", h_any, "t", "default", RUN_LOOP, 0, 0},
 };
 
 static struct router *build(void)
 {
-    struct route_table t[] = {{SURF_DESK, desk, 5}, {SURF_RECS, ops, 1}};
+    struct route_table t[] = {{SURF_DESK, desk, 5}, {SURF_RECS, ops, 2}};
     char err[200];
     return router_new(t, 2, err, sizeof(err));
 }
@@ -47,7 +48,7 @@ static void test_matching(void)
 {
     struct router *r = build();
     CHECK(r != NULL);
-    CHECK_INT(router_count(r), 6);
+    CHECK_INT(router_count(r), 7);
     struct route_match m;
     CHECK_INT(match(r, "GET", "/api/v1/users/me", &m), 0);
     CHECK_STR(m.route->path, "/api/v1/users/me"); /* literal beats {user_id} */
@@ -76,6 +77,9 @@ static void test_errors(void)
     CHECK_INT(match(r, "GET", "/api/v1/tickets/7/nope", &m), TS_E_NOT_FOUND);
     CHECK_INT(m.surface, SURF_DESK); /* longest prefix decides the error format */
     CHECK_INT(match(r, "GET", "/nowhere/at/all", &m), TS_E_NOT_FOUND);
+    CHECK_INT(m.surface, SURF_RECS);
+    /* /api/v1 is shared by desk and recs here: an unknown sibling belongs to neither */
+    CHECK_INT(match(r, "GET", "/api/v1/unknown", &m), TS_E_NOT_FOUND);
     CHECK_INT(m.surface, SURF_RECS);
     CHECK_INT(match(r, "GET", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p", &m), TS_E_NOT_FOUND);
     router_free(r);

@@ -156,6 +156,8 @@ static void test_err_table(void)
     CHECK_INT(err_http_status(TS_E_TOO_LARGE), 413);
     CHECK_INT(err_http_status(TS_E_TIMEOUT), 408);
     CHECK_INT(err_http_status(-ENOENT), 500); /* stray errno: internal */
+    CHECK_INT(err_http_status_in(TS_E_VALIDATION, SURF_DESK), 422); /* desk.md's status */
+    CHECK_INT(err_http_status_in(TS_E_VALIDATION, SURF_COMMERCE), 400);
     CHECK_STR(err_code(TS_E_UNAUTHENTICATED, SURF_RECS), "AUTHENTICATION_FAILED");
     CHECK_STR(err_code(TS_E_UNAUTHENTICATED, SURF_LEARNING), "UNAUTHORIZED");
     CHECK_STR(err_code(TS_E_RATE_LIMITED, SURF_COMMERCE), "RATE_LIMIT_EXCEEDED");
