@@ -358,3 +358,34 @@ def test_admin_created_user_can_log_in(world, api):
     user(world["data"], "acme.example", "late@acme.example", "learner,trainer")
     body = login(api, "late@acme.example")
     assert body["user"]["roles"] == ["learner", "trainer"]
+
+
+def test_jwt_secret_file_is_private_and_configurable(world, tmp_path):
+    import os
+    import stat
+    mode = stat.S_IMODE(os.stat(os.path.join(world["data"], "jwt.secret")).st_mode)
+    assert mode == 0o600
+    custom = tmp_path / "elsewhere.secret"
+    data = str(tmp_path / "d")
+    os.mkdir(data)
+    tenant(data, "S", "s.example")
+    user(data, "s.example", "s@s.example", "viewer")
+    s = Server(data=data, env={"TESSERA_JWT_SECRET_FILE": str(custom)})
+    try:
+        a = Api(s)
+        tok = login(a, "s@s.example")["access_token"]
+        key = bytes.fromhex(custom.read_text().strip())
+        assert jwt.decode(tok, key, algorithms=["HS256"])["tid"]
+        assert not os.path.exists(os.path.join(data, "jwt.secret"))
+        assert stat.S_IMODE(os.stat(custom).st_mode) == 0o600
+        a.close()
+    finally:
+        s.stop()
+    # the same secret survives a restart: tokens issued before still verify
+    s = Server(data=data, env={"TESSERA_JWT_SECRET_FILE": str(custom)})
+    try:
+        a = Api(s)
+        assert a.get("/api/v1/users/me", headers=bearer(tok)).status_code == 200
+        a.close()
+    finally:
+        s.stop()
