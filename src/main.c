@@ -251,6 +251,7 @@ static int serve_listen(struct serve_state *st, char *err, size_t errlen)
         .idle_timeout_ms = cfg->idle_timeout_s * 1000,
         .header_timeout_ms = cfg->header_timeout_s * 1000,
         .max_connections = cfg->max_connections,
+        .spool_dir = app->spool_dir,
     };
     struct server_hooks hooks = {
         .on_request = dispatch_request,
@@ -292,9 +293,13 @@ static int cmd_serve(struct config *cfg)
     if (data_dir_prepare(cfg->data_dir, err, sizeof(err)) < 0)
         return usage_error(err);
     static struct serve_state st;
+    static char spool[4200];
+    snprintf(spool, sizeof(spool), "%s/files/tmp", cfg->data_dir);
+    mkdir(spool, 0700);
     memset(&st, 0, sizeof(st));
     struct app *app = &st.app;
     app->cfg = cfg;
+    app->spool_dir = spool;
     app->loop = uv_default_loop();
     app->db_path = db_path_of(cfg->data_dir);
     app->started_ms = clock_now_ms();

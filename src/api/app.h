@@ -25,6 +25,7 @@ struct app {
     struct throttle *throttle;
     struct mailer *mailer;
     char *public_url;           /* base of links in emails */
+    const char *spool_dir;      /* DATA/files/tmp: uploads in flight (same filesystem as files) */
     struct metrics_std *mstd;   /* the standard families (recs.md section 7) */
     int64_t started_ms;
     bool ready;                 /* startup finished and not draining */

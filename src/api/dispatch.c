@@ -419,8 +419,13 @@ size_t dispatch_body_limit(struct request *req)
         return 0;
     struct route_match m;
     char *path = arena_strdup(req->arena, req->path);
-    if (router_match(app_of(req)->router, req->method_name, path, req->arena, &m) == 0 &&
-        (m.route->flags & RF_BIG_BODY))
+    if (router_match(app_of(req)->router, req->method_name, path, req->arena, &m) != 0)
+        return 0;
+    if (m.route->flags & RF_SPOOL_BODY) {
+        req->spool = true; /* uploads stream to disk, never whole into memory */
+        return (size_t)app_of(req)->cfg->max_upload_mb << 20;
+    }
+    if (m.route->flags & RF_BIG_BODY)
         return UPLOAD_LIMIT;
     return 0;
 }

@@ -26,13 +26,16 @@ enum route_where { RUN_LOOP, RUN_POOL };
  *               otherwise); the dispatcher parses it into h->body before the handler.
  * RF_BIG_BODY   the body limit is the upload limit instead of --max-body-kb.
  * RF_WEBSOCKET  a WebSocket upgrade route: the handler calls ws_upgrade.
- * RF_NO_METRICS not counted in http_* metrics (the /metrics scrape itself). */
+ * RF_NO_METRICS not counted in http_* metrics (the /metrics scrape itself).
+ * RF_SPOOL_BODY the body streams to a temp file (req->body_fd / body_path, req->body_size)
+ *               with the --max-upload-mb limit; the handler moves what it keeps. */
 enum {
     RF_PUBLIC = 1 << 0,
     RF_JSON_BODY = 1 << 1,
     RF_BIG_BODY = 1 << 2,
     RF_WEBSOCKET = 1 << 3,
     RF_NO_METRICS = 1 << 4,
+    RF_SPOOL_BODY = 1 << 5,
 };
 
 struct route {

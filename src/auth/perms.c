@@ -9,7 +9,9 @@ const char *const role_names[] = {"admin",   "org_admin", "manager",  "viewer",
                                   "learner", "trainer",   "approver", "agent",
                                   "developer", "master_admin", NULL};
 
-#define ADMINS (ROLE_ADMIN | ROLE_ORG_ADMIN | ROLE_MASTER_ADMIN)
+#define ADMINS ROLES_ADMINS
+/* desk staff: everyone who works tickets; other roles are requesters (their own tickets) */
+#define DESK_STAFF ROLES_DESK_STAFF
 
 const struct permission permissions[] = {
     {"session", ROLE_ALL, 0, 0, "own session: logout, own profile"},
@@ -23,6 +25,23 @@ const struct permission permissions[] = {
     {"tenant.read", ROLE_ALL, 0, SCOPE_READ, "read own tenant (recs)"},
     {"apikeys.manage", ADMINS | ROLE_DEVELOPER, 0, 0, "list, create and revoke API keys"},
     {"audit.read", ADMINS, 0, 0, "read the tenant's audit log"},
+    /* desk (requesters see only tickets they raised: checked by desk_ticket_find) */
+    {"tickets.create", ROLE_ALL, 0, 0, "raise a ticket"},
+    {"tickets.read", ROLE_ALL, 0, 0, "read tickets (requesters: their own)"},
+    {"tickets.comment", ROLE_ALL, 0, 0, "comment on a visible ticket (internal: staff)"},
+    {"tickets.update", DESK_STAFF, 0, 0, "edit, assign and move tickets through the workflow"},
+    {"tickets.delete", ADMINS, 0, 0, "delete a ticket"},
+    {"sla.read", DESK_STAFF, 0, 0, "read SLA rules, status and metrics"},
+    {"sla.admin", ADMINS, 0, 0, "change SLA rules and calendar; list breaches"},
+    {"approvals.request", DESK_STAFF, 0, 0, "submit a ticket for approval; read approvals"},
+    {"approvals.decide", ROLE_APPROVER | ROLE_MASTER_ADMIN, 0, 0, "approve or reject"},
+    {"staging.read", DESK_STAFF, 0, 0, "read environments and deployments"},
+    {"staging.deploy", DESK_STAFF, 0, 0, "request a deployment of an approved ticket"},
+    {"staging.admin", ADMINS, 0, 0, "create environments, update deployments, roll back"},
+    {"dashboard.read", DESK_STAFF, 0, 0, "desk dashboards, analytics and exports"},
+    {"notifications", ROLE_ALL, 0, 0, "own notifications and their preferences"},
+    {"files.write", ROLE_ALL, 0, 0, "upload files; delete own (admins: any)"},
+    {"files.read", ROLE_ALL, 0, 0, "read files of visible tickets"},
 };
 
 const size_t permissions_count = sizeof(permissions) / sizeof(permissions[0]);

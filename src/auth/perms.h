@@ -25,6 +25,10 @@ enum { SCOPE_READ = 1u << 0, SCOPE_WRITE = 1u << 1, SCOPE_INTERNAL = 1u << 2 };
 
 extern const char *const role_names[];      /* index = bit number; NULL-terminated */
 
+#define ROLES_ADMINS (ROLE_ADMIN | ROLE_ORG_ADMIN | ROLE_MASTER_ADMIN)
+#define ROLES_DESK_STAFF                                                                   \
+    (ROLES_ADMINS | ROLE_AGENT | ROLE_MANAGER | ROLE_APPROVER | ROLE_DEVELOPER)
+
 /* A row: the roles that hold the permission for any object, the roles that hold it only for
  * themselves (the route's self_param must equal the caller's user id), and the API-key scopes
  * that grant it. */

@@ -30,6 +30,8 @@ const struct config_opt config_opts[] = {
         "open connection cap"),
     OPT("max-body-kb", CFG_INT, max_body_kb, 1, 1048576, "1024", NULL, CMD_SERVE,
         "largest request body (KiB) on ordinary routes"),
+    OPT("max-upload-mb", CFG_INT, max_upload_mb, 1, 4096, "25", NULL, CMD_SERVE,
+        "largest file upload (MiB); 413 past it"),
     OPT("max-header-kb", CFG_INT, max_header_kb, 1, 1024, "16", NULL, CMD_SERVE,
         "largest request header block (KiB)"),
     OPT("idle-timeout", CFG_INT, idle_timeout_s, 1, 86400, "60", NULL, CMD_SERVE,

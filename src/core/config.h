@@ -28,7 +28,7 @@ struct config {
     char *name, *domain, *plan, *tenant, *email, *role, *default_role;
     char *jwt_secret_file, *public_url, *smtp_url, *smtp_user, *smtp_password, *smtp_from;
     bool demo, password_stdin, allow_registration;
-    int password_min_length;
+    int password_min_length, max_upload_mb;
     int workers, max_connections, max_body_kb, max_header_kb, idle_timeout_s, header_timeout_s;
     int query_guard_ms, ws_max_message_kb, ws_send_queue_kb, jwt_ttl_s, shutdown_deadline_s;
     struct config_list cors_origins, rate_limits;

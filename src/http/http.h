@@ -37,7 +37,11 @@ struct request {
     char *query;                    /* after '?', or NULL */
     struct http_header *headers;
     int nheaders;
-    struct buf body;
+    struct buf body;                /* the body, unless spooled */
+    bool spool;                     /* set by body_limit: the body goes to a temp file */
+    int body_fd;                    /* spooled body: fd of the temp file, -1 if none */
+    char *body_path;                /* its path; unlinked when the request is freed */
+    size_t body_size;               /* bytes received, buffered or spooled */
     bool keep_alive;
     char request_id[72];
 
@@ -70,12 +74,14 @@ struct server_limits {
     int idle_timeout_ms;
     int header_timeout_ms;          /* whole request must arrive in this time (408) */
     int max_connections;
+    const char *spool_dir;          /* where spooled bodies go (NULL: $TMPDIR or /tmp) */
 };
 
 struct server_hooks {
     void (*on_request)(struct request *req);          /* must end in http_response_send */
     void (*on_error)(struct request *req, int err);   /* parse-level error; must send */
-    size_t (*body_limit)(struct request *req);        /* after headers; 0 = default */
+    size_t (*body_limit)(struct request *req);        /* after headers; 0 = default; may set
+                                                       * req->spool to stream the body to disk */
     int (*tick)(void *arg);                           /* commit before flushing; <0 retry */
     void *tick_arg;
     void (*on_sent)(struct request *req);             /* after serializing, before free */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/err.h"
@@ -319,6 +320,10 @@ int conn_write(struct conn *c, const void *bytes, size_t n)
 
 static void request_free(struct request *req)
 {
+    if (req->body_fd >= 0)
+        close(req->body_fd);
+    if (req->body_path)
+        unlink(req->body_path); /* a handler that keeps the bytes moves or copies them first */
     buf_release(&req->body);
     buf_release(&req->out_headers);
     buf_release(&req->out_body);
@@ -401,6 +406,7 @@ static struct request *request_new(struct conn *c)
     req->srv = c->srv;
     req->start_ns = clock_mono_ns();
     req->surface = -1;
+    req->body_fd = -1;
     buf_init(&req->body, c->srv->lim.max_body);
     buf_init(&req->out_headers, 16384);
     buf_init(&req->out_body, 64 << 20);
@@ -512,6 +518,35 @@ static void request_take_headers(struct conn *c, struct request *req)
     }
 }
 
+/* A spooled body goes to an unlinked-on-free temp file, never whole into memory. */
+static int body_spool_open(struct server *s, struct request *req)
+{
+    const char *dir = s->lim.spool_dir ? s->lim.spool_dir : getenv("TMPDIR");
+    req->body_path = arena_printf(req->arena, "%s/tessera-body-XXXXXX", dir ? dir : "/tmp");
+    req->body_fd = mkstemp(req->body_path);
+    if (req->body_fd < 0) {
+        log_msg(LOG_ERROR, "cannot create spool file in %s: %s", dir ? dir : "/tmp",
+                strerror(errno));
+        req->body_path = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int body_spool_write(struct request *req, const char *at, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(req->body_fd, at, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        at += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -524,6 +559,10 @@ static int on_headers_complete(llhttp_t *p)
         c->pending_err = TS_E_TOO_LARGE;
         return -1;
     }
+    if (req->spool && body_spool_open(c->srv, req) < 0) {
+        c->pending_err = TS_E_INTERNAL;
+        return -1;
+    }
     const char *expect = http_header_get(req, "Expect");
     if (expect && strcasecmp(expect, "100-continue") == 0)
         conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -533,8 +572,15 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t n)
 {
     struct conn *c = p->data;
-    if (buf_append(&c->req->body, at, n) < 0) {
+    struct request *req = c->req;
+    if (req->body_size + n > c->body_limit) {
         c->pending_err = TS_E_TOO_LARGE;
+        return -1;
+    }
+    req->body_size += n;
+    int r = req->body_fd >= 0 ? body_spool_write(req, at, n) : buf_append(&req->body, at, n);
+    if (r < 0) {
+        c->pending_err = req->body_fd >= 0 ? TS_E_INTERNAL : TS_E_TOO_LARGE;
         return -1;
     }
     return 0;
