@@ -58,6 +58,9 @@ struct request {
     const char *content_type;
     struct buf out_headers;         /* extra "Name: value\r\n" lines */
     struct buf out_body;
+    int out_fd;                     /* >= 0: the body is out_len bytes of this file from
+                                     * out_off, streamed as the client reads; closed after */
+    int64_t out_off, out_len;
     const char *err_code;           /* set on error responses, for the log line */
     bool close_after;
     bool sent;

@@ -17,12 +17,15 @@
 #define READ_SLAB (64 * 1024)
 #define PENDING_MAX (256 * 1024) /* unparsed pipelined bytes held per connection */
 #define MAX_FLUSH_ROUNDS 16
+#define STREAM_CHUNK (64 * 1024)
+#define STREAM_QUEUE (256 * 1024)   /* file bytes in flight to one client */
 
 enum conn_state {
     CONN_IDLE,       /* waiting for the first byte of a request */
     CONN_READING,    /* a request is arriving */
     CONN_BUSY,       /* a request is being handled or its response is queued */
     CONN_PROTO,      /* upgraded: bytes belong to conn->proto */
+    CONN_STREAMING,  /* a file body is going out as the client reads it */
     CONN_CLOSING
 };
 
@@ -49,6 +52,9 @@ struct conn {
     size_t body_limit;
     struct buf pending;             /* unparsed bytes from a pipelined read */
     size_t write_queue;             /* bytes handed to uv_write, not yet done */
+    int stream_fd;                  /* file body being streamed, -1 if none */
+    int64_t stream_off, stream_left;
+    bool stream_close;              /* close once the file is out */
     struct tls_conn *tls;
     const struct conn_proto *proto;
     void *proto_data;
@@ -262,8 +268,8 @@ static void conn_timer_cb(uv_timer_t *t)
         c->srv->hooks.on_error(c->req, TS_E_TIMEOUT);
         return;
     }
-    if (c->state == CONN_IDLE)
-        conn_close(c);
+    if (c->state == CONN_IDLE || c->state == CONN_STREAMING)
+        conn_close(c); /* idle too long, or a download whose reader stopped reading */
 }
 
 static void conn_timer_arm(struct conn *c, int ms)
@@ -273,6 +279,9 @@ static void conn_timer_arm(struct conn *c, int ms)
 
 /* ---------- writing ---------- */
 
+static void conn_stream_pump(struct conn *c);
+static void conns_resume(struct server *s);
+
 static void conn_write_cb(uv_write_t *w, int status)
 {
     struct write_req *wr = (struct write_req *)w;
@@ -281,6 +290,8 @@ static void conn_write_cb(uv_write_t *w, int status)
     free(wr);
     if (status < 0 && c->state != CONN_CLOSING)
         conn_close(c);
+    else if (c->state == CONN_STREAMING)
+        conn_stream_pump(c);
 }
 
 static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
@@ -322,6 +333,8 @@ static void request_free(struct request *req)
 {
     if (req->body_fd >= 0)
         close(req->body_fd);
+    if (req->out_fd >= 0)
+        close(req->out_fd);
     if (req->body_path)
         unlink(req->body_path); /* a handler that keeps the bytes moves or copies them first */
     buf_release(&req->body);
@@ -352,6 +365,8 @@ static void conn_maybe_done(struct conn *c)
     buf_release(&c->pending);
     free(c->recs);
     c->tls = tls_conn_free(c->tls);
+    if (c->stream_fd >= 0)
+        close(c->stream_fd);
     free(c);
     s->stats.connections_active--;
     if (s->draining && s->conns == NULL && s->drain_done) {
@@ -407,6 +422,7 @@ static struct request *request_new(struct conn *c)
     req->start_ns = clock_mono_ns();
     req->surface = -1;
     req->body_fd = -1;
+    req->out_fd = -1;
     buf_init(&req->body, c->srv->lim.max_body);
     buf_init(&req->out_headers, 16384);
     buf_init(&req->out_body, 64 << 20);
@@ -738,6 +754,7 @@ static void on_connection(uv_stream_t *ls, int status)
     if (c == NULL)
         return;
     c->srv = s;
+    c->stream_fd = -1;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
@@ -807,7 +824,10 @@ static void response_serialize(struct request *req, struct buf *out)
         if (req->out_body.len > 0 || req->content_type)
             buf_printf(out, "Content-Type: %s\r\n",
                        req->content_type ? req->content_type : "application/json");
-        buf_printf(out, "Content-Length: %zu\r\n", req->out_body.len);
+        if (req->out_fd >= 0)
+            buf_printf(out, "Content-Length: %lld\r\n", (long long)req->out_len);
+        else
+            buf_printf(out, "Content-Length: %zu\r\n", req->out_body.len);
     }
     if (req->request_id[0])
         buf_printf(out, "X-Request-ID: %s\r\n", req->request_id);
@@ -829,6 +849,48 @@ static void conn_resume_queue(struct server *s, struct conn *c)
     s->resume_head = c;
 }
 
+/* The response is out: the connection reads the next request, or closes. */
+static void conn_response_done(struct server *s, struct conn *c, bool close)
+{
+    if (close) {
+        conn_close(c);
+        return;
+    }
+    c->state = CONN_IDLE;
+    conn_init_parser(c);
+    c->pending_err = 0;
+    conn_timer_arm(c, s->lim.idle_timeout_ms);
+    if (c->pending.len > 0)
+        conn_resume_queue(s, c);
+    else
+        conn_read_start(c);
+}
+
+/* Reads the next chunks of a file body while the client keeps up (pread on the loop: local
+ * disk, 64 KiB at a time, at most STREAM_QUEUE in flight). */
+static void conn_stream_pump(struct conn *c)
+{
+    char chunk[STREAM_CHUNK];
+    if (c->stream_left > 0 && c->write_queue < STREAM_QUEUE)
+        conn_timer_arm(c, c->srv->lim.idle_timeout_ms); /* progress: the reader is alive */
+    while (c->stream_left > 0 && c->write_queue < STREAM_QUEUE) {
+        size_t want = c->stream_left < STREAM_CHUNK ? (size_t)c->stream_left : STREAM_CHUNK;
+        ssize_t n = pread(c->stream_fd, chunk, want, (off_t)c->stream_off);
+        if (n <= 0 || conn_write(c, chunk, (size_t)n) < 0) {
+            conn_close(c); /* the file shrank or the client went: the length was promised */
+            return;
+        }
+        c->stream_off += n;
+        c->stream_left -= n;
+    }
+    if (c->stream_left == 0 && c->write_queue == 0) {
+        close(c->stream_fd);
+        c->stream_fd = -1;
+        conn_response_done(c->srv, c, c->stream_close);
+        conns_resume(c->srv);
+    }
+}
+
 /* Writes one response and puts its connection back to reading (or closes it). */
 static void response_flush_one(struct server *s, struct request *req)
 {
@@ -842,6 +904,7 @@ static void response_flush_one(struct server *s, struct request *req)
         buf_release(&out);
         c->req = NULL;
         c->req_dispatched = false;
+        bool close = req->close_after || !req->keep_alive;
         if (r < 0) {
             conn_close(c);
         } else if (req->status == 101 && req->upgrade_cb) {
@@ -852,17 +915,17 @@ static void response_flush_one(struct server *s, struct request *req)
                 if (c->pending.len > 0)
                     conn_resume_queue(s, c);
             }
-        } else if (req->close_after || !req->keep_alive) {
-            conn_close(c);
+        } else if (req->out_fd >= 0 && req->method != HTTP_HEAD && req->out_len > 0) {
+            c->stream_fd = req->out_fd;
+            req->out_fd = -1;
+            c->stream_off = req->out_off;
+            c->stream_left = req->out_len;
+            c->stream_close = close;
+            c->state = CONN_STREAMING;
+            conn_timer_arm(c, s->lim.idle_timeout_ms); /* a stalled reader is dropped */
+            conn_stream_pump(c);
         } else {
-            c->state = CONN_IDLE;
-            conn_init_parser(c);
-            c->pending_err = 0;
-            conn_timer_arm(c, s->lim.idle_timeout_ms);
-            if (c->pending.len > 0)
-                conn_resume_queue(s, c);
-            else
-                conn_read_start(c);
+            conn_response_done(s, c, close);
         }
     }
     request_free(req);
