@@ -41,7 +41,7 @@ static const struct route_table *const all_tables[] = {
     &ops_route_table,        &live_route_table,          &docs_route_table,
     &learning_route_table,   &identity_shared_table,     &identity_learning_table,
     &identity_desk_auth_table, &identity_desk_table,     &identity_lms_table,
-    &identity_recs_table,
+    &identity_recs_table,      &desk_notifications_table,
 };
 
 static int usage_error(const char *msg)

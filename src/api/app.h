@@ -43,6 +43,7 @@ extern const struct route_table identity_desk_auth_table;
 extern const struct route_table identity_desk_table;
 extern const struct route_table identity_lms_table;
 extern const struct route_table identity_recs_table;
+extern const struct route_table desk_notifications_table;
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

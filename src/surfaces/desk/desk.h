@@ -46,4 +46,11 @@ int desk_notify(struct app *app, const char *tenant_id, const char *actor_id,
 const char *desk_notify_kind_name(enum desk_notify_kind kind);
 /* The preference key of a kind for a channel ("email_ticket_assigned", "in_app_comments"...) */
 const char *desk_pref_key(enum desk_notify_kind kind, bool email);
+/* SLA hooks (sla.c), called by tickets.c inside the same transaction as the change:
+ * deadlines are computed and stored at creation from the rules in force; the clock pauses
+ * while a ticket waits on the customer; first response and resolution are recorded. */
+int desk_sla_start(struct hctx *h, const struct desk_ticket *t);
+int desk_sla_on_status(struct hctx *h, const struct desk_ticket *t, const char *old_status,
+                       const char *new_status);
+int desk_sla_on_first_response(struct hctx *h, const struct desk_ticket *t);
 #endif
