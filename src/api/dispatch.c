@@ -234,6 +234,8 @@ static int step_permission(struct hctx *h, const struct route *rt)
 static int step_rate(struct hctx *h, const struct route *rt)
 {
     char principal[80];
+    if (strcmp(rt->rate_class, "none") == 0)
+        return 0;
     if (h->user_id)
         snprintf(principal, sizeof(principal), "u:%s", h->user_id);
     else

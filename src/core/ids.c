@@ -8,11 +8,29 @@
 
 #include "core/clock.h"
 
+/* Random bytes drawn 4 KiB at a time: one getrandom per ~400 ids, not one per id. */
+static void random_bytes(unsigned char *out, size_t n)
+{
+    static _Thread_local unsigned char pool[4096];
+    static _Thread_local size_t left;
+    if (n > sizeof(pool)) {
+        randombytes_buf(out, n);
+        return;
+    }
+    if (left < n) {
+        randombytes_buf(pool, sizeof(pool));
+        left = sizeof(pool);
+    }
+    memcpy(out, pool + sizeof(pool) - left, n);
+    sodium_memzero(pool + sizeof(pool) - left, n);
+    left -= n;
+}
+
 void id_uuid7(char out[UUID_STR_LEN])
 {
     unsigned char b[16];
     uint64_t ms = (uint64_t)clock_now_ms();
-    randombytes_buf(b + 6, 10);
+    random_bytes(b + 6, 10);
     for (int i = 0; i < 6; i++)
         b[i] = (unsigned char)(ms >> (40 - 8 * i));
     b[6] = (unsigned char)(0x70 | (b[6] & 0x0F));

@@ -48,7 +48,7 @@ struct conn {
     bool req_dispatched;            /* req belongs to the dispatcher until it is sent */
     struct buf url, hdr;            /* accumulate while parsing */
     struct hdr_rec *recs;
-    int nrecs;
+    int nrecs, recs_cap;
     size_t body_limit;
     struct buf pending;             /* unparsed bytes from a pipelined read */
     size_t write_queue;             /* bytes handed to uv_write, not yet done */
@@ -298,6 +298,19 @@ static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
+    if (c->write_queue == 0) {
+        /* most responses fit the socket buffer: write now, queue only what is left */
+        uv_buf_t now = uv_buf_init((char *)bytes, (unsigned)n);
+        int w = uv_try_write((uv_stream_t *)&c->tcp, &now, 1);
+        if (w == (int)n)
+            return 0;
+        if (w < 0 && w != UV_EAGAIN && w != UV_ENOSYS)
+            return w;
+        if (w > 0) {
+            bytes = (const char *)bytes + w;
+            n -= (size_t)w;
+        }
+    }
     struct write_req *wr = malloc(sizeof(*wr) + n);
     if (wr == NULL)
         return -ENOMEM;
@@ -473,10 +486,15 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
         c->pending_err = TS_E_HEADERS_TOO_LARGE;
         return -1;
     }
-    if (c->recs == NULL) {
-        c->recs = malloc(sizeof(*c->recs) * (size_t)c->srv->lim.max_headers);
-        if (c->recs == NULL)
+    if (c->nrecs == c->recs_cap) { /* grows as a client needs: idle connections stay small */
+        int cap = c->recs_cap ? c->recs_cap * 2 : 16;
+        if (cap > c->srv->lim.max_headers)
+            cap = c->srv->lim.max_headers;
+        struct hdr_rec *n = realloc(c->recs, sizeof(*c->recs) * (size_t)cap);
+        if (n == NULL)
             return -1;
+        c->recs = n;
+        c->recs_cap = cap;
     }
     c->recs[c->nrecs].name_off = (uint32_t)c->hdr.len;
     c->recs[c->nrecs].value_off = UINT32_MAX;
