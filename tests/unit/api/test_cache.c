@@ -1,4 +1,5 @@
 /* Unit tests of the response cache: TTL expiry, generation invalidation and LRU under a byte cap. */
+#include "../check.h"
 #include "api/cache.h"
 
 #include <errno.h>
@@ -8,16 +9,7 @@
 
 #include "core/clock.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,     \
-                    __func__, #cond);                                                 \
-            failures++;                                                               \
-        }                                                                             \
-    } while (0)
 
 static int64_t fake_now = 1700000000000;
 
@@ -228,7 +220,7 @@ static void test_churn(void)
         if (st.bytes > st.max_bytes || st.tenants > 8) {
             fprintf(stderr, "bound broken at step %d: %zu bytes, %zu tenants\n", i, st.bytes,
                     st.tenants);
-            failures++;
+            check_failures++;
             break;
         }
     }
@@ -248,8 +240,8 @@ int main(void)
     test_lru();
     test_bounds();
     test_churn();
-    if (failures) {
-        fprintf(stderr, "test_cache: %d check(s) failed\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_cache: %d check(s) failed\n", check_failures);
         return 1;
     }
     printf("test_cache: ok\n");

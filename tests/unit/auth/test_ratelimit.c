@@ -1,4 +1,5 @@
 /* Unit tests of the token-bucket rate limiter, driven by an injected clock. */
+#include "../check.h"
 #include "auth/ratelimit.h"
 
 #include <errno.h>
@@ -7,16 +8,7 @@
 
 #include "core/clock.h"
 
-static int failures;
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,     \
-                    __func__, #cond);                                                 \
-            failures++;                                                               \
-        }                                                                             \
-    } while (0)
 
 static int64_t fake_now = 1700000000000;
 
@@ -186,7 +178,7 @@ static void test_parse(void)
         int r = ratelimit_class_parse(rl, bad[i], err, sizeof(err));
         if (r != -EINVAL || strstr(err, "CLASS=REQUESTS/SECONDS") == NULL) {
             fprintf(stderr, "bad spec \"%s\" gave %d, \"%s\"\n", bad[i], r, err);
-            failures++;
+            check_failures++;
         }
     }
     ratelimit_class_parse(rl, "auth=20/0", err, sizeof(err));
@@ -259,8 +251,8 @@ int main(void)
     test_parse();
     test_update_class();
     test_bounds();
-    if (failures) {
-        fprintf(stderr, "test_ratelimit: %d check(s) failed\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_ratelimit: %d check(s) failed\n", check_failures);
         return 1;
     }
     printf("test_ratelimit: ok\n");

@@ -1,4 +1,5 @@
 /* Unit tests of the metrics registry and its Prometheus text output; argv[1] receives a sample. */
+#include "../check.h"
 #include "http/metrics.h"
 
 #include <errno.h>
@@ -8,16 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
 
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,     \
-                    __func__, #cond);                                                 \
-            failures++;                                                               \
-        }                                                                             \
-    } while (0)
 
 /* The whole exposition as a NUL-terminated string the caller frees. */
 static char *render(struct metrics *m)
@@ -45,7 +37,7 @@ static int has_line(const char *text, const char *line)
     do {                                                                              \
         if (!has_line(text, line)) {                                                  \
             fprintf(stderr, "%s:%d: missing line: %s\n", __FILE__, __LINE__, line);   \
-            failures++;                                                               \
+            check_failures++;                                                               \
         }                                                                             \
     } while (0)
 
@@ -413,8 +405,8 @@ int main(int argc, char **argv)
     test_too_big();
     test_threads();
     test_standard(argc > 1 ? argv[1] : NULL);
-    if (failures) {
-        fprintf(stderr, "test_metrics: %d check(s) failed\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_metrics: %d check(s) failed\n", check_failures);
         return 1;
     }
     printf("test_metrics: ok\n");

@@ -1,4 +1,5 @@
 /* Unit test for src/http/tls.c: in-memory handshakes against an mbedtls client, refusals, limits. */
+#include "../check.h"
 #include "http/tls.h"
 
 #include <errno.h>
@@ -13,16 +14,7 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
-static int failures;
 
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (!(cond)) {                                                               \
-            fprintf(stderr, "%s:%d: %s: check failed: %s\n", __FILE__, __LINE__,     \
-                    __func__, #cond);                                                \
-            failures++;                                                              \
-        }                                                                            \
-    } while (0)
 
 static mbedtls_entropy_context entropy;
 static mbedtls_ctr_drbg_context drbg;
@@ -308,7 +300,7 @@ static void expect_ctx_error(const char *crt, const char *key, const char *needl
     CHECK(strchr(err, '\n') == NULL);
     if (strstr(err, needle) == NULL) {
         fprintf(stderr, "error message '%s' lacks '%s'\n", err, needle);
-        failures++;
+        check_failures++;
     }
 }
 
@@ -408,7 +400,7 @@ static void test_suite_ok(struct tls_ctx *ctx, int suite)
     const char *got = mbedtls_ssl_get_ciphersuite(&cl.ssl);
     if (got == NULL || strcmp(got, want) != 0) {
         fprintf(stderr, "suite %s: negotiated %s\n", want, got ? got : "(none)");
-        failures++;
+        check_failures++;
     }
     s = tls_conn_free(s);
     client_free(&cl);
@@ -428,13 +420,13 @@ static void expect_refused(struct tls_ctx *ctx, const struct client_opts *o, int
     int r = deliver(&cl, s, 1 << 20, &plain);
     if (r >= 0) {
         fprintf(stderr, "%s: server accepted the ClientHello\n", what);
-        failures++;
+        check_failures++;
     }
     const unsigned char *a = (const unsigned char *)cl.in.data;
     if (cl.in.len != 7 || a[0] != 21 || a[5] != 2 || a[6] != alert) {
         fprintf(stderr, "%s: expected fatal alert %d, got %zu bytes, type %d, alert %d\n", what,
                 alert, cl.in.len, a ? a[0] : -1, cl.in.len == 7 ? a[6] : -1);
-        failures++;
+        check_failures++;
     }
     int cr = mbedtls_ssl_handshake(&cl.ssl);
     CHECK(cr != 0 && cr != MBEDTLS_ERR_SSL_WANT_READ);
@@ -605,8 +597,8 @@ int main(void)
     remove_files();
     mbedtls_ctr_drbg_free(&drbg);
     mbedtls_entropy_free(&entropy);
-    if (failures) {
-        fprintf(stderr, "test_tls: %d check(s) failed\n", failures);
+    if (check_failures) {
+        fprintf(stderr, "test_tls: %d check(s) failed\n", check_failures);
         return 1;
     }
     printf("test_tls: all checks passed (%s)\n", tls_version_string());
