@@ -41,7 +41,8 @@ static const struct route_table *const all_tables[] = {
     &ops_route_table,        &live_route_table,          &docs_route_table,
     &learning_route_table,   &identity_shared_table,     &identity_learning_table,
     &identity_desk_auth_table, &identity_desk_table,     &identity_lms_table,
-    &identity_recs_table,      &desk_notifications_table,
+    &identity_recs_table,      &desk_notifications_table, &desk_files_table, &desk_dashboard_table,
+    &desk_sla_table, &desk_approvals_table, &desk_staging_table, &desk_tickets_table,
 };
 
 static int usage_error(const char *msg)
@@ -125,6 +126,8 @@ static int demo_seed(sqlite3 *h)
         r = identity_user_create(h, DEMO_DOMAIN, email, name, role_names[i], hash, uid, NULL,
                                  err, sizeof(err));
     }
+    if (r == 0 && (r = desk_staging_seed_demo(h, tid)) < 0)
+        snprintf(err, sizeof(err), "staging environments: %s", sqlite3_errmsg(h));
     if (r < 0) {
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
         log_msg(LOG_ERROR, "demo data: %s", err);
@@ -160,6 +163,7 @@ static void closing_done(struct server *s)
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
     mailer_close_handles(app->mailer);
+    desk_sla_timer_stop();
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -343,6 +347,7 @@ static int cmd_serve(struct config *cfg)
     int recovered = jobs_recover(app->jobs);
     if (recovered > 0)
         log_msg(LOG_INFO, "resumed %d queued jobs", recovered);
+    desk_sla_timer_start(app);
     app->ready = true;
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);

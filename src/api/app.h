@@ -44,6 +44,17 @@ extern const struct route_table identity_desk_table;
 extern const struct route_table identity_lms_table;
 extern const struct route_table identity_recs_table;
 extern const struct route_table desk_notifications_table;
+extern const struct route_table desk_files_table;
+extern const struct route_table desk_dashboard_table;
+extern const struct route_table desk_sla_table;
+/* The desk SLA breach timer (src/surfaces/desk/sla.c): started once serving, stopped on drain. */
+void desk_sla_timer_start(struct app *app);
+void desk_sla_timer_stop(void);
+extern const struct route_table desk_approvals_table;
+extern const struct route_table desk_staging_table;
+/* Two staging environments (staging-1, staging-2) for the --demo tenant; 0 or TS_E_INTERNAL. */
+int desk_staging_seed_demo(sqlite3 *db, const char *tenant_id);
+extern const struct route_table desk_tickets_table;
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

@@ -48,6 +48,8 @@ const struct config_opt config_opts[] = {
         "access token lifetime (seconds)"),
     OPT("shutdown-deadline", CFG_INT, shutdown_deadline_s, 1, 600, "10", NULL, CMD_SERVE,
         "seconds in-flight requests get on SIGTERM"),
+    OPT("sla-check-ms", CFG_INT, sla_check_ms, 50, 600000, "5000", NULL, CMD_SERVE,
+        "how often (ms) the desk SLA timer looks for passed deadlines"),
     OPT("rate-limit", CFG_LIST, rate_limits, 0, 0, NULL, NULL, CMD_SERVE,
         "CLASS=REQUESTS/SECONDS, e.g. auth=20/60 (repeatable)"),
     OPT("default-tenant", CFG_STR, default_tenant, 0, 0, NULL, NULL, CMD_SERVE,

@@ -107,6 +107,7 @@ const char *http_status_text(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 206: return "Partial Content";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -118,6 +119,7 @@ const char *http_status_text(int status)
     case 413: return "Payload Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 422: return "Unprocessable Entity";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
