@@ -4,6 +4,7 @@
 
 const struct job_kind job_kinds[] = {
     /* name, run, max active per tenant, max attempts */
+    {"desk.export", desk_export_job, 2, 3},   /* tickets report past 50,000 rows */
     {NULL, NULL, 0, 0},
 };
 

@@ -5,4 +5,7 @@
 
 extern const struct job_kind job_kinds[];
 extern const size_t job_kinds_count;
+
+/* Run functions of the kinds, implemented beside the data they read. */
+int desk_export_job(struct job_run *r);   /* src/surfaces/desk/dashboard.c */
 #endif

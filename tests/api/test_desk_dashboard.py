@@ -392,13 +392,52 @@ def test_export_other_tenant_and_empty(world):
     assert [list(x) for x in rows] == [HEADER]
 
 
-def test_export_cap(world):
+def wait_job(world, who, url):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        r = get(world, who, url)
+        if r.headers["content-type"].startswith("application/json"):
+            j = r.json()
+            assert r.status_code == 200 and j["status"] in ("queued", "running"), j
+            time.sleep(0.1)
+            continue
+        return r
+    raise AssertionError("export job did not finish")
+
+
+def test_export_cap_and_job(world):
+    # exactly 50,000 tickets: streamed at once
     ok = get(world, "i", "/api/v1/dashboard/reports/export?type=tickets&start_date=2024-03-01&end_date=2024-03-01")
     assert ok.status_code == 200
     rows = list(csv.reader(io.StringIO(ok.content.decode(), newline="")))
     assert len(rows) == 50001 and rows[1][1] == "Bulk 0" and rows[-1][1] == "Bulk 49999"
-    over = get(world, "i", "/api/v1/dashboard/reports/export?type=tickets&start_date=2024-03-01&end_date=2024-03-02")
-    assert over.status_code == 422 and over.json()["error"]["details"]["field"] == "end_date"
+    # 50,001: a durable job, then the file from its status URL
+    for fmt in ("csv", "xlsx"):
+        r = get(world, "i", f"/api/v1/dashboard/reports/export?type=tickets&format={fmt}&start_date=2024-03-01&end_date=2024-03-02")
+        assert r.status_code == 202, r.text
+        job = r.json()
+        assert job["status"] == "queued" and job["rows"] == 50001
+        assert job["status_url"] == f"/api/v1/dashboard/reports/export/{job['job_id']}"
+        # another tenant never sees it
+        assert get(world, "g", job["status_url"]).status_code == 404
+        f = wait_job(world, "i", job["status_url"])
+        assert f.status_code == 200
+        assert f.headers["content-disposition"] == f'attachment; filename="tickets-2024-03-01-2024-03-02.{fmt}"'
+        if fmt == "csv":
+            assert f.headers["content-type"] == "text/csv; charset=utf-8"
+            got = list(csv.reader(io.StringIO(f.content.decode(), newline="")))
+        else:
+            assert f.headers["content-type"] == XLSX
+            got = [list(x) for x in openpyxl.load_workbook(io.BytesIO(f.content), read_only=True).active.iter_rows(values_only=True)]
+        assert got[0] == HEADER and len(got) == 50002
+        assert [g[1] for g in got[1:]] == [f"Bulk {i}" for i in range(50000)] + ["Bulk over"]
+        assert got[-1][0] == "TKT-50001" and got[-1][7] == iso(ms(2024, 3, 2))
+        # downloadable again; the job row says completed
+        assert get(world, "i", job["status_url"]).content == f.content
+        st = world["db"].execute("SELECT status, kind FROM jobs WHERE id = ?", (job["job_id"],)).fetchone()
+        assert st == ("completed", "desk.export")
+    r = get(world, "i", "/api/v1/dashboard/reports/export/" + str(uuid.uuid4()))
+    assert r.status_code == 404 and r.json()["error"]["details"]["field"] == "job_id"
 
 
 @pytest.mark.parametrize("path,field", [
@@ -437,7 +476,8 @@ def test_ranges_at_the_limit(world):
 @pytest.mark.parametrize("path", [
     "/api/v1/dashboard/overview", "/api/v1/dashboard/analytics/tickets",
     "/api/v1/dashboard/analytics/sla",
-    "/api/v1/dashboard/reports/export?type=tickets&start_date=2024-01-01&end_date=2024-01-31"])
+    "/api/v1/dashboard/reports/export?type=tickets&start_date=2024-01-01&end_date=2024-01-31",
+    "/api/v1/dashboard/reports/export/" + str(uuid.uuid4())])
 def test_roles(world, path):
     assert get(world, "viewer", path).status_code == 403
     assert get(world, "customer", path).status_code == 403

@@ -182,10 +182,14 @@ def test_unicode_filename_and_text(desk):
     assert star.startswith("UTF-8''") and urllib.parse.unquote(star[7:], "utf-8") == f["filename"]
     ascii_part = cd.split('filename="', 1)[1].split('"', 1)[0]
     assert ascii_part.isascii() and ascii_part.endswith(".txt")
-    # a long name is cut to 255 bytes on a character boundary
-    r = upload(desk, "viewer", [("file", "é" * 200 + ".txt", None, b"x")])
-    fn = r.json()["filename"]
-    assert len(fn.encode()) <= 255 and fn == "é" * 127
+    # a long name is cut to 255 bytes on a character boundary, keeping its extension
+    for name, want in (("é" * 200 + ".txt", "é" * 125 + ".txt"),   # 250 + 4 bytes
+                       ("a" + "é" * 200, "a" + "é" * 127),          # no extension: 255 bytes
+                       ("\x02 /x/ ..", "unnamed"), ("..", "unnamed"), ("   ", "unnamed")):
+        r = upload(desk, "viewer", [("file", name, None, b"x")])
+        assert r.status_code == 201, (name, r.text)
+        fn = r.json()["filename"]
+        assert len(fn.encode()) <= 255 and fn == want, (name, fn)
 
 
 def test_type_detection(desk):

@@ -13,7 +13,11 @@
  *   0.1, null when the first half has none (or the range is one day);
  *   average_resolution_hours = mean(resolved_at - created_at) over tickets resolved in the
  *   range, rounded to 0.01, null when none.
- * - export: at most EXPORT_MAX_ROWS tickets created in the range, else 422 on end_date. */
+ * - export: up to EXPORT_MAX_ROWS tickets created in the range are written and streamed at
+ *   once; a bigger range (up to JOB_MAX_ROWS) answers 202 with a durable "desk.export" job
+ *   whose file GET /api/v1/dashboard/reports/export/{job_id} serves once it completes; job
+ *   files live in DATA/files/exports and are pruned after 24 hours. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -22,16 +26,21 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <stdatomic.h>
 #include <xlsxwriter.h>
 
 #include "api/app.h"
 #include "api/handler.h"
 #include "core/clock.h"
+#include "jobs/jobs.h"
+#include "jobs/kinds.h"
 #include "surfaces/desk/desk.h"
 
 #define DAY_MS 86400000LL
 #define RANGE_MAX_DAYS 366
-#define EXPORT_MAX_ROWS 50000
+#define EXPORT_MAX_ROWS 50000      /* more: a desk.export job */
+#define JOB_MAX_ROWS 1000000       /* more: refused (XLSX holds 1,048,576 rows) */
+#define EXPORT_KEEP_MS (24 * 3600 * 1000LL) /* job files older than this are pruned */
 #define RECENT_N 10
 #define TOP_N 5
 #define BREACHES_N 20
@@ -202,6 +211,7 @@ struct dash {
     int64_t since, start_day, end_day;
     const char *group_by;
     bool xlsx;
+    int64_t rows;              /* tickets in the export's range */
     int fd;                    /* the export file, unlinked; -1 when none */
     int64_t size;
     char filename[64];
@@ -564,26 +574,50 @@ static void csv_row(FILE *f, const char *const *cells)
     fputs("\r\n", f);
 }
 
-static int export_csv(sqlite3_stmt *q, const char *path)
+/* Progress and cancellation of a job run (job NULL: a direct export, neither). */
+struct export_progress {
+    struct job_run *job;
+    int64_t total;
+};
+
+/* After each row: reports progress every 1000 rows; true when the job must stop. */
+static bool export_tick(const struct export_progress *p, int64_t row)
+{
+    if (p->job == NULL || row % 1000)
+        return false;
+    job_progress(p->job, p->total > 0 ? (double)row / (double)p->total : 0);
+    return atomic_load(p->job->cancel);
+}
+
+static int export_csv(sqlite3_stmt *q, const char *path, const struct export_progress *p)
 {
     FILE *f = fopen(path, "wb");
     if (f == NULL)
         return TS_E_INTERNAL;
     csv_row(f, EXPORT_HEADER);
-    int rc;
+    int rc, r = 0;
+    int64_t row = 0;
     while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
         char num[DESK_TICKET_NUMBER_LEN], ts[3][40];
         const char *cells[EXPORT_COLS];
         export_cells(q, num, ts, cells);
         csv_row(f, cells);
+        if (export_tick(p, ++row)) {
+            r = -ECANCELED;
+            break;
+        }
     }
-    bool ok = rc == SQLITE_DONE && !ferror(f);
-    return fclose(f) == 0 && ok ? 0 : TS_E_INTERNAL;
+    if (r == 0 && (rc != SQLITE_DONE || ferror(f)))
+        r = TS_E_INTERNAL;
+    if (fclose(f) != 0 && r == 0)
+        r = TS_E_INTERNAL;
+    return r;
 }
 
 /* XLSX cells are written as strings (never formulas), so no neutralisation is needed.
- * Constant-memory mode flushes each row to a temp file in the spool dir as it is written. */
-static int export_xlsx(sqlite3_stmt *q, const char *path, const char *tmpdir)
+ * Constant-memory mode flushes each row to a temp file in tmpdir as it is written. */
+static int export_xlsx(sqlite3_stmt *q, const char *path, const char *tmpdir,
+                       const struct export_progress *p)
 {
     lxw_workbook_options opt = {.constant_memory = LXW_TRUE, .tmpdir = (char *)tmpdir};
     lxw_workbook *wb = workbook_new_opt(path, &opt);
@@ -596,7 +630,7 @@ static int export_xlsx(sqlite3_stmt *q, const char *path, const char *tmpdir)
         format_set_bold(bold);
     for (int i = 0; ok && i < EXPORT_COLS; i++)
         ok = worksheet_write_string(ws, 0, (lxw_col_t)i, EXPORT_HEADER[i], bold) == LXW_NO_ERROR;
-    int rc = SQLITE_DONE;
+    int rc = SQLITE_DONE, r = 0;
     lxw_row_t row = 1;
     while (ok && (rc = sqlite3_step(q)) == SQLITE_ROW) {
         char num[DESK_TICKET_NUMBER_LEN], ts[3][40];
@@ -605,15 +639,34 @@ static int export_xlsx(sqlite3_stmt *q, const char *path, const char *tmpdir)
         for (int i = 0; ok && i < EXPORT_COLS; i++)
             if (cells[i][0])
                 ok = worksheet_write_string(ws, row, (lxw_col_t)i, cells[i], NULL) == LXW_NO_ERROR;
-        row++;
+        if (export_tick(p, row++)) {
+            r = -ECANCELED;
+            break;
+        }
     }
-    ok = ok && rc == SQLITE_DONE;
-    return workbook_close(wb) == LXW_NO_ERROR && ok ? 0 : TS_E_INTERNAL;
+    if (r == 0 && !(ok && rc == SQLITE_DONE))
+        r = TS_E_INTERNAL;
+    if (workbook_close(wb) != LXW_NO_ERROR && r == 0)
+        r = TS_E_INTERNAL;
+    return r;
 }
 
-static int export_count(struct hctx *h, int64_t from, int64_t to, int64_t *ret)
+/* Writes the tenant's tickets created in [from, to) to path. */
+static int export_write(sqlite3 *db, const char *tenant_id, int64_t from, int64_t to, bool xlsx,
+                        const char *path, const char *tmpdir, const struct export_progress *p)
 {
-    sqlite3_stmt *q = prep(h, SQL_EXPORT_COUNT, from, to);
+    sqlite3_stmt *q = prep_on(db, tenant_id, SQL_EXPORT, from, to);
+    int r = q == NULL ? TS_E_INTERNAL
+            : xlsx    ? export_xlsx(q, path, tmpdir, p)
+                      : export_csv(q, path, p);
+    sqlite3_finalize(q);
+    return r;
+}
+
+static int export_count(sqlite3 *db, const char *tenant_id, int64_t from, int64_t to,
+                        int64_t *ret)
+{
+    sqlite3_stmt *q = prep_on(db, tenant_id, SQL_EXPORT_COUNT, from, to);
     if (q == NULL || sqlite3_step(q) != SQLITE_ROW) {
         sqlite3_finalize(q);
         return TS_E_INTERNAL;
@@ -623,28 +676,21 @@ static int export_count(struct hctx *h, int64_t from, int64_t to, int64_t *ret)
     return 0;
 }
 
-/* Pool: counts, writes the file under the spool dir, opens it and unlinks the name. */
+/* Pool: counts; a range past EXPORT_MAX_ROWS becomes a job (in export_done); else writes the
+ * file under the spool dir, opens it and unlinks the name (the fd keeps it alive). */
 static void export_work(struct hctx *h)
 {
     struct dash *d = h->state;
-    int64_t from = d->start_day * DAY_MS, to = (d->end_day + 1) * DAY_MS, n;
-    d->err = export_count(h, from, to, &n);
-    if (d->err < 0)
+    int64_t from = d->start_day * DAY_MS, to = (d->end_day + 1) * DAY_MS;
+    d->err = export_count(h->db, h->tenant_id, from, to, &d->rows);
+    if (d->err < 0 || d->rows > EXPORT_MAX_ROWS)
         return;
-    if (n > EXPORT_MAX_ROWS) {
-        d->err = TS_E_VALIDATION;
-        d->err_field = "end_date";
-        d->err_message = "the range holds more than 50000 tickets; choose an earlier end_date";
-        return;
-    }
     char path[4096], id[UUID_STR_LEN];
     id_uuid7(id);
     snprintf(path, sizeof(path), "%s/export-%s.%s", h->app->spool_dir, id,
              d->xlsx ? "xlsx" : "csv");
-    sqlite3_stmt *q = prep(h, SQL_EXPORT, from, to);
-    d->err = q == NULL ? TS_E_INTERNAL : d->xlsx ? export_xlsx(q, path, h->app->spool_dir)
-                                          : export_csv(q, path);
-    sqlite3_finalize(q);
+    struct export_progress none = {NULL, 0};
+    d->err = export_write(h->db, h->tenant_id, from, to, d->xlsx, path, h->app->spool_dir, &none);
     if (d->err == 0) {
         struct stat st;
         d->fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -656,26 +702,91 @@ static void export_work(struct hctx *h)
     unlink(path);
 }
 
-/* Loop: hands the open file to the response, which streams and closes it. */
+static const char *media_type(bool xlsx)
+{
+    return xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                : "text/csv; charset=utf-8";
+}
+
+/* Loop: hands an open file to the response, which streams and closes it. */
+static void file_respond(struct hctx *h, int fd, int64_t size, bool xlsx, const char *filename)
+{
+    struct request *req = h->req;
+    req->out_fd = fd;
+    req->out_off = 0;
+    req->out_len = size;
+    req->content_type = media_type(xlsx);
+    char cd[160];
+    snprintf(cd, sizeof(cd), "attachment; filename=\"%s\"", filename);
+    http_header_add(req, "Content-Disposition", cd);
+    h->status = 200;
+}
+
+/* The directory export jobs write to: DATA/files/exports, beside the spool dir. */
+static const char *exports_dir(struct hctx *h)
+{
+    const char *s = h->app->spool_dir;
+    const char *slash = strrchr(s, '/');
+    return arena_printf(h->arena, "%.*s/exports", slash ? (int)(slash - s) : 0, s);
+}
+
+static void job_json(struct jw *w, const char *id, const char *status, double progress,
+                     const char *error, int64_t rows)
+{
+    jw_kstr(w, "job_id", id);
+    jw_kstr(w, "status", status);
+    jw_kdouble(w, "progress", progress);
+    jw_kstr(w, "error", error);
+    jw_kint(w, "rows", rows);
+    char url[128];
+    snprintf(url, sizeof(url), "/api/v1/dashboard/reports/export/%s", id);
+    jw_kstr(w, "status_url", url);
+}
+
+/* Loop: queues a desk.export job for a big range; answers 202 with where to poll. */
+static int export_enqueue(struct hctx *h, struct dash *d)
+{
+    if (d->rows > JOB_MAX_ROWS)
+        return fail(h, TS_E_VALIDATION, "end_date",
+                    "the range holds more than 1000000 tickets; choose an earlier end_date");
+    struct buf params;
+    buf_init(&params, 8192);
+    struct jw w;
+    jw_init(&w, &params);
+    jw_obj_open(&w);
+    jw_kint(&w, "start_day", d->start_day);
+    jw_kint(&w, "end_day", d->end_day);
+    jw_kbool(&w, "xlsx", d->xlsx);
+    jw_kint(&w, "rows", d->rows);
+    jw_kstr(&w, "filename", d->filename);
+    jw_kstr(&w, "dir", exports_dir(h));
+    jw_kstr(&w, "tmpdir", h->app->spool_dir);
+    jw_obj_close(&w);
+    char id[UUID_STR_LEN];
+    int r = jw_finish(&w);
+    if (r == 0)
+        r = jobs_submit(h->app->jobs, h->tenant_id, "desk.export", params.data, id);
+    buf_release(&params);
+    if (r == TS_E_RATE_LIMITED)
+        h->err_message = "two exports are already queued or running for this tenant";
+    if (r < 0)
+        return r == -EINVAL ? TS_E_INTERNAL : r;
+    h->audit_target = arena_strdup(h->arena, id);
+    h->status = 202;
+    out_begin(h, &w);
+    job_json(&w, id, "queued", 0, NULL, d->rows);
+    return out_end(h, &w);
+}
+
 static int export_done(struct hctx *h)
 {
     struct dash *d = h->state;
-    if (d->err < 0) {
-        h->err_field = d->err_field;
-        h->err_message = d->err_message;
+    if (d->err < 0)
         return d->err;
-    }
-    struct request *req = h->req;
-    req->out_fd = d->fd;
-    req->out_off = 0;
-    req->out_len = d->size;
+    if (d->rows > EXPORT_MAX_ROWS)
+        return export_enqueue(h, d);
+    file_respond(h, d->fd, d->size, d->xlsx, d->filename);
     d->fd = -1;
-    req->content_type = d->xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-                                : "text/csv; charset=utf-8";
-    char cd[128];
-    snprintf(cd, sizeof(cd), "attachment; filename=\"%s\"", d->filename);
-    http_header_add(req, "Content-Disposition", cd);
-    h->status = 200;
     return 0;
 }
 
@@ -713,6 +824,129 @@ static int export_report(struct hctx *h)
     return api_defer_to_pool(h, export_work, export_done);
 }
 
+/* ---- the desk.export job ---- */
+
+/* Removes finished exports older than EXPORT_KEEP_MS from dir (best effort). */
+static void exports_prune(const char *dir)
+{
+    DIR *dh = opendir(dir);
+    if (dh == NULL)
+        return;
+    int64_t cutoff = clock_now_ms() - EXPORT_KEEP_MS;
+    struct dirent *e;
+    while ((e = readdir(dh)) != NULL) {
+        struct stat st;
+        char path[4096];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+            (int64_t)st.st_mtime * 1000 < cutoff)
+            unlink(path);
+    }
+    closedir(dh);
+}
+
+/* Worker: writes <dir>/<job id>.<ext> (through a temp name, so a file that exists is whole);
+ * the result is {"path", "filename", "xlsx", "rows"}. A cancelled run starts over. */
+int desk_export_job(struct job_run *r)
+{
+    json_error_t je;
+    json_t *p = json_loads(r->params, 0, &je);
+    json_int_t start = json_integer_value(json_object_get(p, "start_day"));
+    json_int_t end = json_integer_value(json_object_get(p, "end_day"));
+    bool xlsx = json_is_true(json_object_get(p, "xlsx"));
+    const char *dir = json_string_value(json_object_get(p, "dir"));
+    const char *tmpdir = json_string_value(json_object_get(p, "tmpdir"));
+    const char *filename = json_string_value(json_object_get(p, "filename"));
+    int rc = 0;
+    if (dir == NULL || tmpdir == NULL || filename == NULL || end < start) {
+        snprintf(r->error, sizeof(r->error), "bad job parameters");
+        json_decref(p);
+        return TS_E_INTERNAL;
+    }
+    mkdir(dir, 0700);
+    exports_prune(dir);
+    char part[4096], path[4096];
+    snprintf(part, sizeof(part), "%s/%s.part", dir, r->id);
+    snprintf(path, sizeof(path), "%s/%s.%s", dir, r->id, xlsx ? "xlsx" : "csv");
+    int64_t from = start * DAY_MS, to = (end + 1) * DAY_MS, total = 0;
+    rc = export_count(r->db, r->tenant_id, from, to, &total);
+    struct export_progress pr = {r, total};
+    if (rc == 0)
+        rc = export_write(r->db, r->tenant_id, from, to, xlsx, part, tmpdir, &pr);
+    if (rc == 0 && rename(part, path) < 0)
+        rc = TS_E_INTERNAL;
+    if (rc < 0) {
+        unlink(part);
+        if (rc == -ECANCELED)
+            buf_puts(&r->next_checkpoint, "{}");
+        else
+            snprintf(r->error, sizeof(r->error), "the export file could not be written");
+    } else {
+        struct jw w;
+        jw_init(&w, &r->result);
+        jw_obj_open(&w);
+        jw_kstr(&w, "path", path);
+        jw_kstr(&w, "filename", filename);
+        jw_kbool(&w, "xlsx", xlsx);
+        jw_kint(&w, "rows", total);
+        jw_obj_close(&w);
+        rc = jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
+    }
+    json_decref(p);
+    return rc;
+}
+
+/* ---- GET /api/v1/dashboard/reports/export/{job_id} ---- */
+
+static const char SQL_JOB[] =
+    "SELECT status, progress, result, error, params FROM jobs "
+    "WHERE id = ? AND tenant_id = ? AND kind = 'desk.export'";
+
+/* Loop: a completed job's file, else the job's status. */
+static int export_job_get(struct hctx *h)
+{
+    const char *id = http_param_get(h->req, "job_id");
+    sqlite3_stmt *q = db_stmt(h->app->db, SQL_JOB);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 2, h->tenant_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_ROW) {
+        sqlite3_reset(q);
+        return fail(h, TS_E_NOT_FOUND, "job_id", "export job not found");
+    }
+    const char *status = arena_strdup(h->arena, col_text(q, 0));
+    double progress = sqlite3_column_double(q, 1);
+    json_t *res = json_loads(col_text(q, 2), 0, NULL);
+    const char *error = sqlite3_column_type(q, 3) == SQLITE_NULL
+                            ? NULL : arena_strdup(h->arena, col_text(q, 3));
+    json_t *params = json_loads(col_text(q, 4), 0, NULL);
+    sqlite3_reset(q);
+    int64_t rows = json_integer_value(json_object_get(params, "rows"));
+    json_decref(params);
+    int r = 0;
+    if (!strcmp(status, "completed")) {
+        const char *path = json_string_value(json_object_get(res, "path"));
+        int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        struct stat st;
+        if (fd >= 0 && fstat(fd, &st) == 0) {
+            file_respond(h, fd, st.st_size, json_is_true(json_object_get(res, "xlsx")),
+                         json_string_value(json_object_get(res, "filename")));
+        } else {
+            if (fd >= 0)
+                close(fd);
+            r = fail(h, TS_E_NOT_FOUND, "job_id", "the export file has expired");
+        }
+    } else {
+        struct jw w;
+        out_begin(h, &w);
+        job_json(&w, id, status, progress, error, rows);
+        r = out_end(h, &w);
+    }
+    json_decref(res);
+    return r;
+}
+
 static const struct route routes[] = {
     {"GET", "/api/v1/dashboard/overview", overview, "dashboard.read", "default", RUN_POOL, 0, 0},
     {"GET", "/api/v1/dashboard/analytics/tickets", ticket_analytics, "dashboard.read", "default",
@@ -721,6 +955,8 @@ static const struct route routes[] = {
      RUN_POOL, 0, 0},
     {"GET", "/api/v1/dashboard/reports/export", export_report, "dashboard.read", "default",
      RUN_LOOP, 0, 0},
+    {"GET", "/api/v1/dashboard/reports/export/{job_id}", export_job_get, "dashboard.read",
+     "default", RUN_LOOP, 0, 0},
 };
 
 const struct route_table desk_dashboard_table = {SURF_DESK, routes,

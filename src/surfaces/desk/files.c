@@ -158,41 +158,63 @@ static const char *kind_mime(enum kind k)
 
 /* ---- filenames ---- */
 
+/* Length of the UTF-8 character at s that is kept in a filename, 0 for a byte to drop
+ * (invalid, or a C0/C1 control character). */
+static size_t filename_char(const unsigned char *s)
+{
+    size_t len = *s < 0x80 ? 1 : *s >= 0xf0 ? 4 : *s >= 0xe0 ? 3 : 2;
+    struct utf8 u = {0};
+    size_t have = strnlen((const char *)s, len);
+    utf8_feed(&u, s, have);
+    if (len == 1)
+        return *s < 0x20 || *s == 0x7f ? 0 : 1;
+    return have == len && !u.bad && u.need == 0 && !(len == 2 && u.cp < 0xa0) ? len : 0;
+}
+
+/* The longest prefix of s[0..n) of at most max bytes that ends on a character boundary. */
+static size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xc0) == 0x80)
+        max--;
+    return max;
+}
+
 /* The user's filename as metadata: its last path component, valid UTF-8 without control
- * characters, at most 255 bytes (cut at a character boundary), spaces trimmed. */
+ * characters, spaces trimmed, at most 255 bytes (the stem is cut at a character boundary and
+ * a short extension kept). */
 static void filename_clean(const char *in, char out[FILENAME_MAX_BYTES + 1])
 {
     const unsigned char *s = (const unsigned char *)in;
     for (const char *p = in; *p; p++)
         if (*p == '/' || *p == '\\')
             s = (const unsigned char *)p + 1;
-    size_t n = 0;
-    while (*s) {
-        size_t len = *s < 0x80 ? 1 : *s >= 0xf0 ? 4 : *s >= 0xe0 ? 3 : 2;
-        struct utf8 u = {0};
-        size_t have = strnlen((const char *)s, len);
-        utf8_feed(&u, s, have);
-        bool ok = have == len && !u.bad && u.need == 0 && !(len == 2 && u.cp < 0xa0);
-        if (len == 1 && (*s < 0x20 || *s == 0x7f))
-            ok = false;
-        if (!ok) {
-            s++; /* an invalid or control byte is dropped */
-            continue;
+    char all[MP_HEADER_MAX + 1];
+    size_t n = 0, len;
+    for (; *s && n + 4 < sizeof(all); s += len ? len : 1) {
+        if ((len = filename_char(s)) > 0) {
+            memcpy(all + n, s, len);
+            n += len;
         }
-        if (n + len > FILENAME_MAX_BYTES)
-            break;
-        memcpy(out + n, s, len);
-        n += len;
-        s += len;
     }
-    out[n] = '\0';
-    size_t start = 0;
-    while (out[start] == ' ')
+    all[n] = '\0';
+    char *start = all;
+    while (*start == ' ')
         start++;
-    while (n > start && out[n - 1] == ' ')
-        n--;
-    memmove(out, out + start, n - start);
-    out[n - start] = '\0';
+    while (n > (size_t)(start - all) && all[n - 1] == ' ')
+        all[--n] = '\0';
+    n -= (size_t)(start - all);
+    const char *dot = strrchr(start, '.');
+    size_t ext = dot && dot != start && strlen(dot) <= 32 ? strlen(dot) : 0;
+    if (n > FILENAME_MAX_BYTES) {
+        size_t stem = utf8_cut(start, n - ext, FILENAME_MAX_BYTES - ext);
+        memcpy(out, start, stem);
+        memcpy(out + stem, start + n - ext, ext);
+        out[stem + ext] = '\0';
+    } else {
+        memcpy(out, start, n + 1);
+    }
     if (!strcmp(out, ".") || !strcmp(out, "..") || !out[0])
         strcpy(out, "unnamed");
 }
