@@ -28,7 +28,7 @@
 #include "http/tls.h"
 #include "http/ws.h"
 #include "jobs/jobs.h"
-#include "jobs/kinds.h"
+#include "surfaces/kinds.h"
 #include "jobs/pool.h"
 #include "store/db.h"
 #include "version.h"

@@ -33,7 +33,7 @@
 #include "api/handler.h"
 #include "core/clock.h"
 #include "jobs/jobs.h"
-#include "jobs/kinds.h"
+#include "surfaces/kinds.h"
 #include "surfaces/desk/desk.h"
 
 #define DAY_MS 86400000LL

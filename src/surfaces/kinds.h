@@ -1,4 +1,5 @@
-/* The job-kind table (src/jobs/kinds.c), terminated by a row with a NULL name. */
+/* The job-kind table (src/surfaces/kinds.c): above the surfaces, whose functions it names;
+ * the jobs layer takes it as a parameter. Terminated by a row with a NULL name. */
 #ifndef TS_KINDS_H
 #define TS_KINDS_H
 #include "jobs/jobs.h"

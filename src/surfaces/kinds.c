@@ -1,6 +1,6 @@
 /* The job-kind table: every durable job kind, its function and its limits, in one place.
  * Surfaces add their kinds here (exports, batch ingestion, training, embeddings). */
-#include "jobs/kinds.h"
+#include "surfaces/kinds.h"
 
 const struct job_kind job_kinds[] = {
     /* name, run, max active per tenant, max attempts */
