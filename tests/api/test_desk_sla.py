@@ -243,12 +243,14 @@ def test_real_breach_timer(desk):
     assert all(m["type"] == "sla_breach" and m["ticket_id"] == tid for m in msgs)
     assert row["response_deadline"] == row["created_at"] + 3600 and row["resolution_deadline"] == row["created_at"] + 7200
     # found by the timer (every 200 ms) soon after each deadline
-    assert 0 <= row["response_breached_at"] - row["response_deadline"] < 2000
-    assert 0 <= row["resolution_breached_at"] - row["resolution_deadline"] < 2000
+    assert 0 <= row["response_breached_at"] - row["response_deadline"] < 5000  # slack for a loaded CI
+    assert 0 <= row["resolution_breached_at"] - row["resolution_deadline"] < 5000
     s = api.get(f"/api/v1/sla/tickets/{tid}", headers=tok["acme_agent"]).json()
-    assert s["sla_status"] == "breached" and s["response_delay_hours"] > 0 and s["resolution_delay_hours"] > 0
     now = time.time() * 1000
+    assert s["sla_status"] == "breached"
+    # delays are reported rounded; just past a deadline they may still read 0.0
     assert abs(s["response_delay_hours"] - (now - row["response_deadline"]) / H) < 0.01
+    assert abs(s["resolution_delay_hours"] - (now - row["resolution_deadline"]) / H) < 0.01
     # the breaches list (admin), by recorded date
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     b = api.get(f"/api/v1/sla/breaches?start_date={today}&end_date={today}", headers=tok["acme_admin"]).json()
