@@ -128,6 +128,8 @@ static int demo_seed(sqlite3 *h)
     }
     if (r == 0 && (r = desk_staging_seed_demo(h, tid)) < 0)
         snprintf(err, sizeof(err), "staging environments: %s", sqlite3_errmsg(h));
+    if (r == 0 && (r = desk_demo_seed(h, tid)) < 0)
+        snprintf(err, sizeof(err), "desk demo data: %s", sqlite3_errmsg(h));
     if (r < 0) {
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
         log_msg(LOG_ERROR, "demo data: %s", err);

@@ -54,6 +54,9 @@ extern const struct route_table desk_approvals_table;
 extern const struct route_table desk_staging_table;
 /* Two staging environments (staging-1, staging-2) for the --demo tenant; 0 or TS_E_INTERNAL. */
 int desk_staging_seed_demo(sqlite3 *db, const char *tenant_id);
+/* Demo desk data for the --demo tenant (src/surfaces/desk/demo.c): tickets over 90 days with
+ * comments, history, SLA rows, approvals and deployments. 0 or TS_E_INTERNAL. */
+int desk_demo_seed(sqlite3 *db, const char *tenant_id);
 extern const struct route_table desk_tickets_table;
 
 /* The dispatcher: the server's on_request / on_error hooks. */

@@ -337,8 +337,12 @@ def test_demo_has_two_environments():
         a = Api(s)
         tok = login(a, "admin@demo.tessera.local", "tessera-demo")["access_token"]
         envs = a.get("/api/v1/staging/environments", headers=bearer(tok)).json()
+        # the desk demo data (src/surfaces/desk/demo.c) leaves a completed deployment live on
+        # staging-1 and a failed one on staging-2
+        deps = a.get("/api/v1/staging/deployments", headers=bearer(tok)).json()["deployments"]
+        live = next(d["id"] for d in deps if d["status"] == "completed")
         assert [(e["name"], e["status"], e["current_deployment_id"]) for e in envs["environments"]] == \
-            [("staging-1", "available", None), ("staging-2", "available", None)]
+            [("staging-1", "in_use", live), ("staging-2", "available", None)]
         a.close()
     finally:
         s.stop()

@@ -53,4 +53,6 @@ int desk_sla_start(struct hctx *h, const struct desk_ticket *t);
 int desk_sla_on_status(struct hctx *h, const struct desk_ticket *t, const char *old_status,
                        const char *new_status);
 int desk_sla_on_first_response(struct hctx *h, const struct desk_ticket *t);
+/* The built-in SLA hours of a ticket type (used when a tenant has no rule for it). */
+void desk_sla_default_hours(const char *type, double *ret_response, double *ret_resolution);
 #endif

@@ -81,6 +81,13 @@ static const struct sla_default *default_for(const char *type)
     return NULL;
 }
 
+void desk_sla_default_hours(const char *type, double *ret_response, double *ret_resolution)
+{
+    const struct sla_default *d = default_for(type);
+    *ret_response = d ? d->response : 24;
+    *ret_resolution = d ? d->resolution : 72;
+}
+
 static void rule_for(struct db *db, const char *tenant_id, const char *type, const char *priority,
                      double *ret_response, double *ret_resolution)
 {
@@ -92,9 +99,7 @@ static void rule_for(struct db *db, const char *tenant_id, const char *type, con
         *ret_response = sqlite3_column_double(q, 0);
         *ret_resolution = sqlite3_column_double(q, 1);
     } else {
-        const struct sla_default *d = default_for(type);
-        *ret_response = d ? d->response : 24;
-        *ret_resolution = d ? d->resolution : 72;
+        desk_sla_default_hours(type, ret_response, ret_resolution);
     }
     sqlite3_reset(q);
 }
