@@ -161,6 +161,8 @@ static void finish(struct hctx *h, int r)
     if (req->status == 0)
         req->status = h->status;
     audit_call(h);
+    if (r >= 0 && h->tenant_id && req->route && strcmp(((const struct route *)req->route)->method, "GET"))
+        observe_tenant_wrote(h->app, h->tenant_id);
     if (req->status != 204 && req->status != 101 && h->out.len > 0) {
         req->content_type = req->content_type ? req->content_type : "application/json";
         buf_release(&req->out_body);
@@ -458,5 +460,8 @@ void dispatch_sent(struct request *req)
 int dispatch_tick(void *arg)
 {
     struct app *app = arg;
-    return db_tick_commit(app->db);
+    int r = db_tick_commit(app->db);
+    if (r == 0)
+        observe_tick_committed(app); /* cached reads of tenants that wrote are now stale */
+    return r;
 }

@@ -13,6 +13,7 @@
 #include "http/metrics.h"
 #include "http/ws.h"
 #include "jobs/pool.h"
+#include "core/ids.h"
 #include "store/db.h"
 
 #define RATE_MAX_KEYS 100000
@@ -219,9 +220,41 @@ void observe_cache_store(struct hctx *h, const struct route *rt)
               req->out_body.len);
 }
 
-void observe_tenant_changed(struct app *app, const char *tenant_id)
+#define DIRTY_MAX 64
+
+static char dirty[DIRTY_MAX][UUID_STR_LEN];
+static int ndirty;
+static bool dirty_overflow;
+
+void observe_tenant_wrote(struct app *app, const char *tenant_id)
 {
-    cache_bump(app->cache, tenant_id);
+    (void)app;
+    for (int i = 0; i < ndirty; i++)
+        if (strcmp(dirty[i], tenant_id) == 0)
+            return;
+    if (ndirty == DIRTY_MAX) {
+        dirty_overflow = true;
+        return;
+    }
+    snprintf(dirty[ndirty++], UUID_STR_LEN, "%s", tenant_id);
+}
+
+void observe_tick_committed(struct app *app)
+{
+    if (app->cache == NULL)
+        return;
+    if (dirty_overflow) {
+        /* more writers in one tick than we track: invalidate everything cached */
+        struct cache *fresh = cache_new(CACHE_BYTES, CACHE_TENANTS);
+        if (fresh) {
+            cache_free(app->cache);
+            app->cache = fresh;
+        }
+    }
+    for (int i = 0; i < ndirty; i++)
+        cache_bump(app->cache, dirty[i]);
+    ndirty = 0;
+    dirty_overflow = false;
 }
 
 void observe_request(struct app *app, struct request *req, double ms)

@@ -16,7 +16,11 @@ int observe_rate_take(struct hctx *h, const char *rate_class, const char *princi
 /* true when a cached response was sent for this request. */
 bool observe_cache_lookup(struct hctx *h, const struct route *rt);
 void observe_cache_store(struct hctx *h, const struct route *rt);
-/* Marks a tenant's data changed (every committed write); cached responses go stale. */
-void observe_tenant_changed(struct app *app, const char *tenant_id);
+/* A request of this tenant changed data in the current tick. */
+void observe_tenant_wrote(struct app *app, const char *tenant_id);
+/* The tick committed: every tenant that wrote gets a new cache generation. Bumping only
+ * after the commit means a pool reader that looked the generation up afterwards sees the
+ * committed data; one that looked it up before cannot store its (older) answer. */
+void observe_tick_committed(struct app *app);
 void observe_request(struct app *app, struct request *req, double ms);
 #endif

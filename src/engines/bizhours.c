@@ -11,6 +11,7 @@ void bizcal_24x7(struct bizcal *c)
     c->end_min = 1440;
     c->holidays = NULL;
     c->nholidays = 0;
+    c->zone = NULL;
 }
 
 bool bizcal_valid(const struct bizcal *c)
@@ -88,14 +89,33 @@ static bool is_holiday(const struct bizcal *c, int32_t day)
     return false;
 }
 
-/* The working window of a local day in local ms: false when the day does not work. */
+/* Offset (ms) in force at UTC instant t, and the UTC instant of a local wall-clock time. */
+static int64_t off_at(const struct bizcal *c, int64_t t)
+{
+    return c->zone ? tzif_offset_ms(c->zone, t) : (int64_t)c->utc_offset_min * 60000;
+}
+
+static int64_t utc_of_local(const struct bizcal *c, int64_t local)
+{
+    return c->zone ? tzif_utc_of_local_ms(c->zone, local) : local - (int64_t)c->utc_offset_min * 60000;
+}
+
+/* The working window of a local day as UTC instants [a, b): false when the day does not
+ * work. Windows of successive days are ordered and disjoint (utc_of_local is monotone). */
 static bool day_window(const struct bizcal *c, int64_t day, int64_t *ret_a, int64_t *ret_b)
 {
     if (!(c->days_mask & (1u << biz_weekday((int32_t)day))) || is_holiday(c, (int32_t)day))
         return false;
-    *ret_a = day * BIZ_DAY_MS + (int64_t)c->start_min * 60000;
-    *ret_b = day * BIZ_DAY_MS + (int64_t)c->end_min * 60000;
-    return true;
+    *ret_a = utc_of_local(c, day * BIZ_DAY_MS + (int64_t)c->start_min * 60000);
+    *ret_b = utc_of_local(c, day * BIZ_DAY_MS + (int64_t)c->end_min * 60000);
+    return *ret_b > *ret_a;
+}
+
+/* The local day holding UTC instant t, less one: a walk from there misses no window that
+ * could contain t (around a transition at midnight t may sit in the previous day's window). */
+static int64_t first_day(const struct bizcal *c, int64_t t)
+{
+    return floor_div(t + off_at(c, t), BIZ_DAY_MS) - 1;
 }
 
 int64_t bizhours_add(const struct bizcal *c, int64_t start_ms, int64_t dur_ms)
@@ -104,9 +124,8 @@ int64_t bizhours_add(const struct bizcal *c, int64_t start_ms, int64_t dur_ms)
         return start_ms;
     if (bizcal_is_24x7(c))
         return start_ms + dur_ms;
-    int64_t off = (int64_t)c->utc_offset_min * 60000;
-    int64_t cur = start_ms + off, left = dur_ms;
-    int64_t day = floor_div(cur, BIZ_DAY_MS);
+    int64_t cur = start_ms, left = dur_ms;
+    int64_t day = first_day(c, start_ms);
     for (int i = 0; i < SCAN_DAYS; i++, day++) {
         int64_t a, b;
         if (!day_window(c, day, &a, &b) || cur >= b)
@@ -114,7 +133,7 @@ int64_t bizhours_add(const struct bizcal *c, int64_t start_ms, int64_t dur_ms)
         if (cur < a)
             cur = a;
         if (b - cur >= left)
-            return cur + left - off;
+            return cur + left;
         left -= b - cur;
         cur = b;
     }
@@ -127,16 +146,16 @@ int64_t bizhours_between(const struct bizcal *c, int64_t a_ms, int64_t b_ms)
         return 0;
     if (bizcal_is_24x7(c))
         return b_ms - a_ms;
-    int64_t off = (int64_t)c->utc_offset_min * 60000;
-    int64_t s = a_ms + off, e = b_ms + off, total = 0;
-    for (int64_t day = floor_div(s, BIZ_DAY_MS); day * BIZ_DAY_MS < e; day++) {
+    int64_t total = 0;
+    int64_t last = floor_div(b_ms + off_at(c, b_ms), BIZ_DAY_MS) + 1;
+    for (int64_t day = first_day(c, a_ms); day <= last; day++) {
         int64_t a, b;
         if (!day_window(c, day, &a, &b))
             continue;
-        if (a < s)
-            a = s;
-        if (b > e)
-            b = e;
+        if (a < a_ms)
+            a = a_ms;
+        if (b > b_ms)
+            b = b_ms;
         if (b > a)
             total += b - a;
     }

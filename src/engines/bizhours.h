@@ -5,20 +5,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engines/tzif.h"
+
 #define BIZ_DAY_MS 86400000LL
 #define BIZ_MAX_HOLIDAYS 400
 #define BIZ_NEVER INT64_MAX      /* bizhours_add's answer when no working time exists */
 
-/* A working calendar in one fixed UTC offset (no daylight-saving rules: Tessera stores an
- * offset in minutes, not an IANA zone, so arithmetic needs no tz database and no TZ switch).
- * Working time is [start_min, end_min) of local time on each working day that is not a
- * holiday. The default, bizcal_24x7, makes every millisecond working time. */
+/* A working calendar in an IANA zone (zone set: offsets and daylight-saving transitions from
+ * its TZif data) or in one fixed UTC offset (zone NULL: utc_offset_min). Working time is
+ * [start_min, end_min) of local wall-clock time on each working day that is not a holiday;
+ * each local day's boundaries are mapped to UTC with the offset in force at that local time
+ * (tzif_utc_of_local_ms), so a 09:00-17:00 day is 8 hours on either side of a DST change
+ * and 7 or 9 only when the change falls inside the window. The default, bizcal_24x7, makes
+ * every millisecond working time. */
 struct bizcal {
     int utc_offset_min;          /* local = UTC + offset; -840 .. 840 */
     unsigned days_mask;          /* bit d set: weekday d works (0 Sunday .. 6 Saturday) */
     int start_min, end_min;      /* 0 <= start < end <= 1440 */
     const int32_t *holidays;     /* local day numbers (days since 1970-01-01), ascending */
     size_t nholidays;
+    const struct tzif *zone;     /* NULL: the fixed utc_offset_min */
 };
 
 void bizcal_24x7(struct bizcal *c);

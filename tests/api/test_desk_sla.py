@@ -318,3 +318,57 @@ def test_metrics(desk):
     # the default period is 30d
     assert api.get("/api/v1/sla/metrics", headers=tok["globex_agent"]).json() == m
     assert api.get("/api/v1/sla/metrics", headers=tok["globex_viewer"]).status_code == 403
+
+
+def test_calendar_timezone(desk):
+    """An IANA zone: deadlines follow Europe/Berlin's daylight-saving changes. 1500 business
+    hours (~9 months of 8-hour days) always cross at least one transition; the expectation is
+    computed here with zoneinfo, one local day at a time."""
+    from datetime import date, timedelta
+    from zoneinfo import ZoneInfo
+
+    api, tok = desk["api"], desk["tok"]
+    for tz in ("Europe/Nowhere", "../../etc/passwd", "Europe", 42, "x" * 65):
+        r = api.request("PUT", "/api/v1/sla/calendar", headers=tok["globex_admin"], json={"timezone": tz})
+        assert r.status_code == 422 and field_of(r) == "timezone", (tz, r.text)
+    cal = {"timezone": "Europe/Berlin", "utc_offset_minutes": -600,  # the zone wins over the offset
+           "working_days": ["mon", "tue", "wed", "thu", "fri"], "start_time": "09:00", "end_time": "17:00"}
+    r = api.request("PUT", "/api/v1/sla/calendar", headers=tok["globex_admin"], json=cal)
+    assert r.status_code == 200 and r.json()["timezone"] == "Europe/Berlin", r.text
+    assert api.get("/api/v1/sla/calendar", headers=tok["globex_agent"]).json()["timezone"] == "Europe/Berlin"
+    assert put_rule(desk, "globex_admin", ticket_type="task", response_time_hours=8,
+                    resolution_time_hours=1500).status_code == 200
+    tid = new_ticket(desk, "globex_agent", "task")
+    row = sla_row(desk, tid)
+
+    zone = ZoneInfo("Europe/Berlin")
+
+    def add(start_ms, dur_ms):
+        cur, left = start_ms, dur_ms
+        day = datetime.fromtimestamp(start_ms / 1000, zone).date() - timedelta(days=1)
+        while True:
+            if day.weekday() < 5:
+                a = int(datetime(day.year, day.month, day.day, 9, tzinfo=zone).timestamp() * 1000)
+                b = int(datetime(day.year, day.month, day.day, 17, tzinfo=zone).timestamp() * 1000)
+                if cur < b:
+                    cur = max(cur, a)
+                    if b - cur >= left:
+                        return cur + left
+                    left -= b - cur
+                    cur = b
+            day += timedelta(days=1)
+
+    created = row["created_at"]
+    offsets = {datetime.fromtimestamp(t / 1000, zone).utcoffset() for t in range(created, row["resolution_deadline"], 86400000)}
+    assert len(offsets) == 2  # the span really crosses a DST change
+    for col, hours in (("response_deadline", 8), ("resolution_deadline", 1500)):
+        want = add(created, hours * H)
+        assert row[col] == want, (col, iso(row[col]), iso(want))
+    # deadlines land inside local working hours
+    local = datetime.fromtimestamp(row["resolution_deadline"] / 1000, zone)
+    assert local.weekday() < 5 and 9 * 60 < local.hour * 60 + local.minute <= 17 * 60
+    # null clears the zone; back to 24x7
+    r = api.request("PUT", "/api/v1/sla/calendar", headers=tok["globex_admin"], json={"timezone": None})
+    assert r.status_code == 200 and r.json()["timezone"] is None
+    r = api.request("PUT", "/api/v1/sla/calendar", headers=tok["globex_admin"], json={})
+    assert r.json()["timezone"] is None and r.json()["is_default"] is False

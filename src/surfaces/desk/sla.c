@@ -33,8 +33,8 @@ static const char SQL_RULE_FIND[] =
     "WHERE tenant_id = ?1 AND ticket_type = ?2 AND (priority = ?3 OR priority IS NULL) "
     "ORDER BY priority IS NULL LIMIT 1";
 static const char SQL_CAL_GET[] =
-    "SELECT utc_offset_minutes, working_days, start_minute, end_minute, holidays, updated_at "
-    "FROM sla_calendars WHERE tenant_id = ?";
+    "SELECT utc_offset_minutes, working_days, start_minute, end_minute, holidays, updated_at, "
+    "timezone FROM sla_calendars WHERE tenant_id = ?";
 static const char SQL_SLA_INSERT[] =
     "INSERT INTO ticket_sla(ticket_id, tenant_id, created_at, response_hours, resolution_hours, "
     "response_deadline, resolution_deadline, paused_since) VALUES(?,?,?,?,?,?,?,?)";
@@ -104,10 +104,11 @@ static void rule_for(struct db *db, const char *tenant_id, const char *type, con
     sqlite3_reset(q);
 }
 
-/* A calendar with its holiday storage. */
+/* A calendar with its holiday and time-zone storage (c.zone points at zone when set). */
 struct sla_cal {
     struct bizcal c;
     int32_t holidays[BIZ_MAX_HOLIDAYS];
+    struct tzif zone;
     int64_t updated_at;
 };
 
@@ -171,6 +172,13 @@ static void cal_load(struct db *db, const char *tenant_id, struct sla_cal *cal)
         struct bizcal c = {sqlite3_column_int(q, 0), (unsigned)sqlite3_column_int(q, 1),
                            sqlite3_column_int(q, 2), sqlite3_column_int(q, 3), cal->holidays, 0};
         json_t *arr = json_loads(col_text(q, 4), 0, NULL);
+        const char *tz = (const char *)sqlite3_column_text(q, 6);
+        if (tz && tzif_load(tz, &cal->zone) == 0) {
+            c.zone = &cal->zone;
+        } else if (tz) {
+            log_msg(LOG_WARN, "sla: tenant %s: time zone %s is not in %s; using the UTC offset",
+                    tenant_id, tz, TZIF_DIR);
+        }
         if (holidays_parse(arr, cal->holidays, &c.nholidays) == 0 && bizcal_valid(&c)) {
             cal->c = c;
             cal->updated_at = sqlite3_column_int64(q, 5);
@@ -630,9 +638,9 @@ static int rules_put(struct hctx *h)
 
 static const char SQL_CAL_PUT[] =
     "INSERT INTO sla_calendars(tenant_id, utc_offset_minutes, working_days, start_minute, "
-    "end_minute, holidays, updated_at) VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(tenant_id) DO "
-    "UPDATE SET utc_offset_minutes = ?2, working_days = ?3, start_minute = ?4, end_minute = ?5, "
-    "holidays = ?6, updated_at = ?7";
+    "end_minute, holidays, updated_at, timezone) VALUES(?1,?2,?3,?4,?5,?6,?7,?8) "
+    "ON CONFLICT(tenant_id) DO UPDATE SET utc_offset_minutes = ?2, working_days = ?3, "
+    "start_minute = ?4, end_minute = ?5, holidays = ?6, updated_at = ?7, timezone = ?8";
 
 static void hhmm(int minute, char out[16])
 {
@@ -653,6 +661,12 @@ static void cal_write(struct hctx *h, struct jw *w, const struct sla_cal *cal)
 {
     char t[16], d[16];
     jw_kint(w, "utc_offset_minutes", cal->c.utc_offset_min);
+    if (cal->c.zone) {
+        jw_kstr(w, "timezone", cal->c.zone->name);
+    } else {
+        jw_key(w, "timezone");
+        jw_null(w);
+    }
     jw_key(w, "working_days");
     jw_arr_open(w);
     for (int i = 1; i <= 7; i++) /* Monday first */
@@ -695,6 +709,15 @@ static int calendar_parse(struct hctx *h, struct sla_cal *cal)
         return fail(h, TS_E_VALIDATION, "utc_offset_minutes", "must be an integer in -840..840");
     if (v)
         cal->c.utc_offset_min = (int)json_integer_value(v);
+    v = json_object_get(b, "timezone");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || !tzif_name_valid(json_string_value(v)))
+            return fail(h, TS_E_VALIDATION, "timezone",
+                        "must be an IANA time zone name such as Europe/Berlin, or null");
+        if (tzif_load(json_string_value(v), &cal->zone) < 0)
+            return fail(h, TS_E_VALIDATION, "timezone", "is not a known time zone");
+        cal->c.zone = &cal->zone;
+    }
     v = json_object_get(b, "working_days");
     if (v) {
         size_t i;
@@ -759,6 +782,10 @@ static int calendar_put(struct hctx *h)
     sqlite3_bind_int(q, 5, cal.c.end_min);
     sqlite3_bind_text(q, 6, hb.data ? hb.data : "[]", (int)hb.len, SQLITE_TRANSIENT);
     sqlite3_bind_int64(q, 7, cal.updated_at);
+    if (cal.c.zone)
+        sqlite3_bind_text(q, 8, cal.c.zone->name, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(q, 8);
     if (r == 0 && sqlite3_step(q) != SQLITE_DONE)
         r = TS_E_INTERNAL;
     sqlite3_reset(q);

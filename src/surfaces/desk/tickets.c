@@ -77,32 +77,19 @@ static const char SQL_HISTORY[] =
     "SELECT id, actor_id, field, old_value, new_value, created_at FROM ticket_history "
     "WHERE ticket_id = ? AND tenant_id = ? ORDER BY created_at, rowid";
 
-/* Listing: the filters bind NULL when absent; search is an FTS5 query built by fts_query. */
-#define LIST_WHERE                                                                               \
-    " FROM tickets WHERE tenant_id = ?1 AND (?2 IS NULL OR type = ?2) "                          \
-    "AND (?3 IS NULL OR status = ?3) AND (?4 IS NULL OR assignee_id = ?4) "                      \
-    "AND (?5 IS NULL OR priority = ?5) AND (?6 IS NULL OR requester_id = ?6) "                   \
-    "AND (?7 IS NULL OR rowid IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?7))"
-static const char SQL_LIST_COUNT[] = "SELECT count(*)" LIST_WHERE;
+/* Listing: the statement names only the filters given, so SQLite can pick the index that
+ * fits them (a catch-all "?x IS NULL OR col = ?x" statement would scan every tenant row);
+ * search drives through the FTS5 index. Statements are built per request from these fixed
+ * pieces and bound, never formatted with user text. */
 #define PRIORITY_RANK                                                                            \
     "CASE priority WHEN 'low' THEN 0 WHEN 'medium' THEN 1 WHEN 'high' THEN 2 ELSE 3 END"
 #define STATUS_RANK                                                                              \
     "CASE status WHEN 'open' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'pending' THEN 2 "            \
     "WHEN 'waiting_on_customer' THEN 3 WHEN 'resolved' THEN 4 ELSE 5 END"
-#define LIST_SQL(key, dir)                                                                       \
-    "SELECT " TICKET_COLUMNS LIST_WHERE " ORDER BY " key " " dir ", number " dir                 \
-    " LIMIT ?8 OFFSET ?9"
+static const char *const sort_sql[] = {"created_at", "updated_at", PRIORITY_RANK, STATUS_RANK,
+                                       "number"};
 static const char *const sorts[] = {"created_at", "updated_at", "priority", "status",
                                     "ticket_number", NULL};
-/* [sort][desc]: statements are cached by address, so each order is its own constant */
-static const char *const list_sql[5][2] = {
-    {LIST_SQL("created_at", "ASC"), LIST_SQL("created_at", "DESC")},
-    {LIST_SQL("updated_at", "ASC"), LIST_SQL("updated_at", "DESC")},
-    {LIST_SQL(PRIORITY_RANK, "ASC"), LIST_SQL(PRIORITY_RANK, "DESC")},
-    {LIST_SQL(STATUS_RANK, "ASC"), LIST_SQL(STATUS_RANK, "DESC")},
-    {LIST_SQL("number", "ASC"), LIST_SQL("number", "DESC")},
-};
-
 /* ---- small helpers ---- */
 
 static int enum_index(const char *const *names, const char *v)
@@ -381,34 +368,76 @@ static int list_parse(struct hctx *h, struct list_in *in)
     return r;
 }
 
-static void list_bind(sqlite3_stmt *q, const struct hctx *h, const struct list_in *in)
+/* Appends " FROM tickets WHERE ..." with one placeholder per given filter, in bind order. */
+static void list_where(struct buf *b, const struct list_in *in)
 {
-    sqlite3_bind_text(q, 1, h->tenant_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 2, in->type, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 3, in->status, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 4, in->assignee, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 5, in->priority, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 6, in->requester, -1, SQLITE_STATIC);
-    sqlite3_bind_text(q, 7, in->match, -1, SQLITE_STATIC);
+    buf_puts(b, " FROM tickets WHERE tenant_id = ?");
+    const char *cols[] = {"type", "status", "assignee_id", "priority", "requester_id"};
+    const char *vals[] = {in->type, in->status, in->assignee, in->priority, in->requester};
+    for (int i = 0; i < 5; i++)
+        if (vals[i])
+            buf_printf(b, " AND %s = ?", cols[i]);
+    if (in->match)
+        buf_puts(b, " AND rowid IN (SELECT rowid FROM tickets_fts WHERE tickets_fts MATCH ?)");
 }
 
+static int list_bind(sqlite3_stmt *q, const struct hctx *h, const struct list_in *in)
+{
+    int k = 1;
+    sqlite3_bind_text(q, k++, h->tenant_id, -1, SQLITE_STATIC);
+    const char *vals[] = {in->type, in->status, in->assignee, in->priority, in->requester,
+                          in->match};
+    for (int i = 0; i < 6; i++)
+        if (vals[i])
+            sqlite3_bind_text(q, k++, vals[i], -1, SQLITE_STATIC);
+    return k;
+}
+
+static sqlite3_stmt *list_prepare(struct hctx *h, const struct list_in *in, bool count)
+{
+    struct buf b;
+    buf_init(&b, 4096);
+    if (count)
+        buf_puts(&b, "SELECT count(*)");
+    else
+        buf_puts(&b, "SELECT " TICKET_COLUMNS);
+    list_where(&b, in);
+    if (!count) {
+        const char *dir = in->desc ? "DESC" : "ASC";
+        buf_printf(&b, " ORDER BY %s %s, number %s LIMIT ? OFFSET ?", sort_sql[in->sort], dir,
+                   dir);
+    }
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(h->db, buf_cstr(&b), (int)b.len, &q, NULL) != SQLITE_OK)
+        q = NULL;
+    buf_release(&b);
+    return q;
+}
+
+/* A pool handler: h->db is the worker's read-only connection (a consistent snapshot). */
 static int ticket_list(struct hctx *h)
 {
     struct list_in in;
     int r = list_parse(h, &in);
     if (r < 0)
         return r;
-    sqlite3_stmt *c = db_stmt(h->app->db, SQL_LIST_COUNT);
+    sqlite3_stmt *c = list_prepare(h, &in, true), *q = list_prepare(h, &in, false);
+    if (c == NULL || q == NULL) {
+        sqlite3_finalize(c);
+        sqlite3_finalize(q);
+        return TS_E_INTERNAL;
+    }
     list_bind(c, h, &in);
     int rc = sqlite3_step(c);
     int64_t total = rc == SQLITE_ROW ? sqlite3_column_int64(c, 0) : 0;
-    sqlite3_reset(c);
-    if (rc != SQLITE_ROW)
+    sqlite3_finalize(c);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(q);
         return step_err(rc);
-    sqlite3_stmt *q = db_stmt(h->app->db, list_sql[in.sort][in.desc]);
-    list_bind(q, h, &in);
-    sqlite3_bind_int(q, 8, in.limit);
-    sqlite3_bind_int64(q, 9, (int64_t)(in.page - 1) * in.limit);
+    }
+    int k = list_bind(q, h, &in);
+    sqlite3_bind_int(q, k++, in.limit);
+    sqlite3_bind_int64(q, k, (int64_t)(in.page - 1) * in.limit);
     struct jw w;
     out_begin(h, &w);
     jw_key(&w, "tickets");
@@ -418,7 +447,7 @@ static int ticket_list(struct hctx *h)
         ticket_fields(&w, q);
         jw_obj_close(&w);
     }
-    sqlite3_reset(q);
+    sqlite3_finalize(q);
     if (rc != SQLITE_DONE)
         return step_err(rc);
     jw_arr_close(&w);
@@ -876,7 +905,8 @@ static int comment_list(struct hctx *h)
 static const struct route routes[] = {
     {"POST", "/api/v1/tickets", ticket_create, "tickets.create", "default", RUN_LOOP, 0,
      RF_JSON_BODY},
-    {"GET", "/api/v1/tickets", ticket_list, "tickets.read", "default", RUN_LOOP, 0, 0},
+    /* a scan: on the pool, and cached 5 s per caller until the tenant's next write */
+    {"GET", "/api/v1/tickets", ticket_list, "tickets.read", "default", RUN_POOL, 5, 0},
     {"GET", "/api/v1/tickets/{ticket_id}", ticket_get, "tickets.read", "default", RUN_LOOP, 0, 0},
     {"PUT", "/api/v1/tickets/{ticket_id}", ticket_update, "tickets.update", "default", RUN_LOOP, 0,
      RF_JSON_BODY},
