@@ -92,8 +92,13 @@ static json_t *segment_json(const char *s, size_t n)
     return v;
 }
 
+/* base64url of HEADER: the header every token we issue carries, checked without parsing */
+static const char HEADER_B64[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
 static int header_ok(const char *s, size_t n)
 {
+    if (n == sizeof(HEADER_B64) - 1 && memcmp(s, HEADER_B64, n) == 0)
+        return 0;
     json_t *h = segment_json(s, n);
     if (h == NULL)
         return -EBADMSG;

@@ -63,6 +63,96 @@ static int header(const uint8_t *p, size_t len, struct counts *c)
     return 0;
 }
 
+/* ---------- the POSIX TZ footer ---------- */
+
+static bool is_digit(char ch)
+{
+    return ch >= '0' && ch <= '9';
+}
+
+static bool is_alpha(char ch)
+{
+    return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+}
+
+/* A zone abbreviation: 3+ letters, or <...> of letters, digits, '+' and '-'. */
+static const char *tz_name(const char *p, const char *end)
+{
+    const char *q = p;
+    if (q < end && *q == '<') {
+        for (q++; q < end && *q != '>'; q++)
+            if (!is_alpha(*q) && !is_digit(*q) && *q != '+' && *q != '-')
+                return NULL;
+        return q < end && q - p >= 4 ? q + 1 : NULL;
+    }
+    while (q < end && is_alpha(*q))
+        q++;
+    return q - p >= 3 ? q : NULL;
+}
+
+static const char *tz_num(const char *p, const char *end, int max, int *ret)
+{
+    int v = 0, n = 0;
+    while (p < end && is_digit(*p) && n < 3) {
+        v = v * 10 + (*p++ - '0');
+        n++;
+    }
+    if (n == 0 || v > max)
+        return NULL;
+    *ret = v;
+    return p;
+}
+
+/* [+-]hh[:mm[:ss]] in seconds, hours up to max_h. */
+static const char *tz_time(const char *p, const char *end, int max_h, int32_t *ret)
+{
+    int sign = 1, h, m = 0, sec = 0;
+    if (p < end && (*p == '+' || *p == '-'))
+        sign = *p++ == '-' ? -1 : 1;
+    if (!(p = tz_num(p, end, max_h, &h)))
+        return NULL;
+    if (p < end && *p == ':') {
+        if (!(p = tz_num(p + 1, end, 59, &m)))
+            return NULL;
+        if (p < end && *p == ':' && !(p = tz_num(p + 1, end, 59, &sec)))
+            return NULL;
+    }
+    *ret = sign * (h * 3600 + m * 60 + sec);
+    return p;
+}
+
+static const char *tz_rule(const char *p, const char *end, struct tzif_rule *r)
+{
+    if (p >= end || *p != 'M' || !(p = tz_num(p + 1, end, 12, &r->m)) || r->m < 1 || p >= end ||
+        *p != '.' || !(p = tz_num(p + 1, end, 5, &r->w)) || r->w < 1 || p >= end || *p != '.' ||
+        !(p = tz_num(p + 1, end, 6, &r->d)))
+        return NULL;
+    r->time = 7200;
+    if (p < end && *p == '/' && !(p = tz_time(p + 1, end, 167, &r->time)))
+        return NULL;
+    return p;
+}
+
+/* The footer's daylight-saving rule, when it has the supported form. */
+static void footer_parse(const char *p, const char *end, struct tzif *z)
+{
+    int32_t std, dst;
+    z->has_rule = false;
+    if (!(p = tz_name(p, end)) || !(p = tz_time(p, end, 24, &std)) || p >= end)
+        return;   /* no daylight saving: the last transition's offset stays */
+    if (!(p = tz_name(p, end)))
+        return;
+    dst = std - 3600;
+    if (p < end && *p != ',' && !(p = tz_time(p, end, 24, &dst)))
+        return;
+    if (p >= end || *p != ',' || !(p = tz_rule(p + 1, end, &z->dst_start)) || p >= end ||
+        *p != ',' || !(p = tz_rule(p + 1, end, &z->dst_end)) || p != end)
+        return;
+    z->std_off = -std;     /* POSIX offsets are west-positive */
+    z->dst_off = -dst;
+    z->has_rule = true;
+}
+
 int tzif_parse(const uint8_t *data, size_t len, struct tzif *z)
 {
     struct counts c;
@@ -97,6 +187,13 @@ int tzif_parse(const uint8_t *data, size_t len, struct tzif *z)
     }
     z->ntrans = c.time;
     z->initial_off = utoff[0];
+    z->has_rule = false;
+    const char *f = (const char *)p + HDR + need, *fend = (const char *)data + len;
+    if (f < fend && *f == '\n') {
+        const char *nl = memchr(f + 1, '\n', (size_t)(fend - f - 1));
+        if (nl && nl - f <= 256)
+            footer_parse(f + 1, nl, z);
+    }
     return 0;
 }
 
@@ -151,26 +248,93 @@ static int64_t floor_div(int64_t a, int64_t b)
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+/* The UTC instant (s) a rule fires in year y, local time then at offset off. */
+static int64_t rule_at(const struct tzif_rule *r, int64_t y, int32_t off)
+{
+    int64_t first = days_from_civil(y, r->m, 1);
+    int64_t next = r->m == 12 ? days_from_civil(y + 1, 1, 1) : days_from_civil(y, r->m + 1, 1);
+    int wd = (int)(((first + 4) % 7 + 7) % 7);
+    int64_t day = first + (r->d - wd + 7) % 7 + (int64_t)(r->w - 1) * 7;
+    while (day >= next)
+        day -= 7;
+    return day * 86400 + r->time - off;
+}
+
+/* The stretch [*ret_start, *ret_end) of one offset holding t seconds (INT64_MIN / INT64_MAX
+ * for unbounded ends). */
+static int32_t segment(const struct tzif *z, int64_t t, int64_t *ret_start, int64_t *ret_end)
+{
+    long i = trans_at(z, t);
+    if ((size_t)(i + 1) < z->ntrans || !z->has_rule) {
+        *ret_start = i < 0 ? INT64_MIN : z->at[i];
+        *ret_end = (size_t)(i + 1) < z->ntrans ? z->at[i + 1] : INT64_MAX;
+        return i < 0 ? z->initial_off : z->off[i];
+    }
+    /* after the last transition: the footer rule's changes of years y-1 .. y+1 */
+    int64_t days = floor_div(t + z->std_off, 86400);
+    int64_t y = 1970 + floor_div(days * 400, 146097);   /* the civil year holding `days` */
+    while (days_from_civil(y, 1, 1) > days)
+        y--;
+    while (days_from_civil(y + 1, 1, 1) <= days)
+        y++;
+    int64_t ch[6];
+    int32_t to[6];
+    int n = 0;
+    for (int64_t k = y - 1; k <= y + 1; k++) {
+        int64_t s = rule_at(&z->dst_start, k, z->std_off), e = rule_at(&z->dst_end, k, z->dst_off);
+        bool north = s < e;   /* daylight saving inside the calendar year */
+        ch[n] = north ? s : e;
+        to[n++] = north ? z->dst_off : z->std_off;
+        ch[n] = north ? e : s;
+        to[n++] = north ? z->std_off : z->dst_off;
+    }
+    int64_t start = i < 0 ? INT64_MIN : z->at[i];
+    int32_t off = i < 0 ? z->initial_off : z->off[i];
+    for (int k = 0; k < n; k++) {
+        if (ch[k] <= start)
+            continue;
+        if (ch[k] > t) {
+            *ret_start = start;
+            *ret_end = ch[k];
+            return off;
+        }
+        start = ch[k];
+        off = to[k];
+    }
+    *ret_start = start;
+    *ret_end = INT64_MAX;
+    return off;
+}
+
 int64_t tzif_offset_ms(const struct tzif *z, int64_t t_ms)
 {
-    long i = trans_at(z, floor_div(t_ms, 1000));
-    return (int64_t)(i < 0 ? z->initial_off : z->off[i]) * 1000;
+    int64_t a, b;
+    return (int64_t)segment(z, floor_div(t_ms, 1000), &a, &b) * 1000;
 }
 
 int64_t tzif_utc_of_local_ms(const struct tzif *z, int64_t local_ms)
 {
-    /* Segments [at[i], at[i+1]) each have one offset; the answer is at or after
-     * local - MAX_UTOFF, so walk forward from the segment holding that instant to the first
-     * one whose local end passes local_ms; within it the answer is max(start, local - off). */
-    int64_t lo_s = floor_div(local_ms, 1000) - MAX_UTOFF;
-    for (long i = trans_at(z, lo_s);; i++) {
-        int64_t off = (int64_t)(i < 0 ? z->initial_off : z->off[i]) * 1000;
-        int64_t start = i < 0 ? INT64_MIN : z->at[i] * 1000;
-        bool last = (size_t)(i + 1) >= z->ntrans;
+    /* The answer is at or after local - MAX_UTOFF: walk the stretches of one offset forward
+     * from there to the first whose local end passes local_ms; within it the answer is
+     * max(start, local - off). */
+    int64_t t = floor_div(local_ms, 1000) - MAX_UTOFF;
+    for (;;) {
+        int64_t a, b;
+        int64_t off = (int64_t)segment(z, t, &a, &b) * 1000;
         int64_t cand = local_ms - off;
-        if (cand < start)
-            cand = start;
-        if (last || cand < z->at[i + 1] * 1000)
+        if (a != INT64_MIN && cand < a * 1000)
+            cand = a * 1000;
+        if (b == INT64_MAX || cand < b * 1000)
             return cand;
+        t = b;
     }
 }

@@ -13,16 +13,27 @@
 #define TZIF_MAX_TRANS 1200          /* the largest Debian file (Asia/Hebron) has 310 */
 #define TZIF_MAX_TYPES 256
 
+/* A POSIX TZ footer rule "Mm.w.d[/time]": day d (0 Sunday) of week w (1..5, 5 the last) of
+ * month m, at time seconds of local time then in force (-167 h .. 167 h). */
+struct tzif_rule {
+    int m, w, d;
+    int32_t time;
+};
+
 /* One zone: transition instants (unix seconds, ascending) with the UTC offset (seconds) in
  * force from each, and the offset before the first. Only the version 2+ 64-bit section is
- * read. The POSIX TZ footer (rules after the last transition) is ignored: Debian's tzdata
- * files list every transition through 2037, and after the last one its offset stays. */
+ * read. After the last transition (Debian's files list them through 2037) the footer's
+ * daylight-saving rule applies when it has the common "std off dst [off],Mm.w.d[/t],Mm.w.d[/t]"
+ * form; any other footer leaves the last transition's offset in force. */
 struct tzif {
     char name[TZIF_NAME_MAX + 1];
     size_t ntrans;
     int64_t at[TZIF_MAX_TRANS];
     int32_t off[TZIF_MAX_TRANS];     /* offset from at[i] on */
     int32_t initial_off;             /* before at[0] (time type 0) */
+    bool has_rule;                   /* the footer's rule applies after the last transition */
+    int32_t std_off, dst_off;
+    struct tzif_rule dst_start, dst_end;
 };
 
 /* True for a zone name made of [A-Za-z0-9_+-] segments separated by '/', at most 64 chars. */

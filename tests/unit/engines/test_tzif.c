@@ -106,7 +106,8 @@ static void test_hand_known(void)
     CHECK_INT(tzif_utc_of_local_ms(&ny, utc(2024, 11, 3, 1, 30)), utc(2024, 11, 3, 5, 30));
 }
 
-/* Offsets at random instants 1970..2037 agree with glibc's reading of the same zones. */
+/* Offsets at random instants 1970..2100 (after 2037 from the footer rule) agree with
+ * glibc's reading of the same zones. */
 static void test_vs_glibc(const char *name, int cases)
 {
     static struct tzif z;
@@ -115,7 +116,7 @@ static void test_vs_glibc(const char *name, int cases)
     tzset();
     int bad = 0;
     for (int i = 0; i < cases; i++) {
-        time_t t = (time_t)(next_rand() % (uint64_t)2145916800);
+        time_t t = (time_t)(next_rand() % (uint64_t)4102444800);
         struct tm tm;
         localtime_r(&t, &tm);
         if (tzif_offset_ms(&z, (int64_t)t * 1000) != (int64_t)tm.tm_gmtoff * 1000) {
@@ -233,5 +234,14 @@ int main(void)
     dst_week(&ny, 0x7f, 60, 180, utc(2024, 10, 29, 0, 0), 80);
     dst_week(&berlin, 0x41, 0, 1440, utc(2024, 3, 25, 0, 0), 80);
     dst_week(&berlin, 0x41, 0, 1440, utc(2024, 10, 21, 0, 0), 80);
+    /* beyond the listed transitions, from the footer rules */
+    CHECK(berlin.has_rule && ny.has_rule);
+    CHECK_INT(tzif_offset_ms(&berlin, utc(2050, 3, 27, 1, 0) - 1), 60 * MIN_MS);
+    CHECK_INT(tzif_offset_ms(&berlin, utc(2050, 3, 27, 1, 0)), 120 * MIN_MS);
+    CHECK_INT(tzif_offset_ms(&ny, utc(2050, 11, 6, 6, 0) - 1), -240 * MIN_MS);
+    CHECK_INT(tzif_offset_ms(&ny, utc(2050, 11, 6, 6, 0)), -300 * MIN_MS);
+    dst_week(&berlin, 0x3e, 9 * 60, 17 * 60, utc(2050, 3, 21, 0, 0), 80);
+    dst_week(&ny, 0x7f, 60, 180, utc(2050, 11, 1, 0, 0), 80);
+    dst_week(&berlin, 0x41, 0, 1440, utc(2050, 10, 24, 0, 0), 60);
     CHECK_DONE();
 }
