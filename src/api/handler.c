@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/app.h"
 #include "core/clock.h"
+#include "store/db.h"
 
 int fail(struct hctx *h, int err, const char *field, const char *message)
 {
@@ -82,6 +84,24 @@ const char *col_text(sqlite3_stmt *st, int i)
 {
     const unsigned char *t = sqlite3_column_text(st, i);
     return t ? (const char *)t : "";
+}
+
+int row_body(struct hctx *h, const char *sql, const char *id, const char *field, const char *what,
+             row_json_fn write_row)
+{
+    sqlite3_stmt *q = db_stmt(h->app->db, sql);
+    sqlite3_bind_text(q, 1, id ? id : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(q, 2, h->tenant_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(q) != SQLITE_ROW) {
+        sqlite3_reset(q);
+        return fail(h, TS_E_NOT_FOUND, field, arena_printf(h->arena, "%s not found", what));
+    }
+    h->out.len = 0;
+    struct jw w;
+    jw_init(&w, &h->out);
+    write_row(h, &w, q);
+    sqlite3_reset(q);
+    return jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
 }
 
 void out_begin(struct hctx *h, struct jw *w)

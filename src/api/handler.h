@@ -22,6 +22,12 @@ bool email_valid(const char *e);
 void jw_kiso(struct jw *w, const char *key, int64_t ms);
 /* sqlite3 column helpers that never return NULL for text */
 const char *col_text(sqlite3_stmt *st, int i);
+/* Writes one row of the caller's tenant as the whole response body: runs sql on the writer
+ * with ?1 = id and ?2 = h->tenant_id, and on a row calls write_row (which writes one JSON
+ * value). No row: TS_E_NOT_FOUND naming field, "<what> not found". */
+typedef void (*row_json_fn)(struct hctx *h, struct jw *w, sqlite3_stmt *q);
+int row_body(struct hctx *h, const char *sql, const char *id, const char *field, const char *what,
+             row_json_fn write_row);
 /* Starts h->out as a JSON object writer. */
 void out_begin(struct hctx *h, struct jw *w);
 int out_end(struct hctx *h, struct jw *w);

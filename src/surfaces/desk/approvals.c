@@ -73,21 +73,15 @@ static void request_json(struct jw *w, sqlite3_stmt *q)
 }
 
 /* Writes the request as the whole response body; TS_E_NOT_FOUND when it is not the tenant's. */
+static void request_row(struct hctx *h, struct jw *w, sqlite3_stmt *q)
+{
+    (void)h;
+    request_json(w, q);
+}
+
 static int request_write(struct hctx *h, const char *id)
 {
-    sqlite3_stmt *q = db_stmt(h->app->db, SQL_GET);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(q, 2, h->tenant_id, -1, SQLITE_STATIC);
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        sqlite3_reset(q);
-        return fail(h, TS_E_NOT_FOUND, "request_id", "approval request not found");
-    }
-    h->out.len = 0;
-    struct jw w;
-    jw_init(&w, &h->out);
-    request_json(&w, q);
-    sqlite3_reset(q);
-    return jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
+    return row_body(h, SQL_GET, id, "request_id", "approval request", request_row);
 }
 
 /* ---- submitting ---- */

@@ -313,21 +313,14 @@ static void deployment_json(struct hctx *h, struct jw *w, sqlite3_stmt *q, bool 
 }
 
 /* Writes the deployment with its history as the response body. */
+static void deployment_row(struct hctx *h, struct jw *w, sqlite3_stmt *q)
+{
+    deployment_json(h, w, q, true);
+}
+
 static int deployment_write(struct hctx *h, const char *id)
 {
-    sqlite3_stmt *q = db_stmt(h->app->db, SQL_DEP_GET);
-    sqlite3_bind_text(q, 1, id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(q, 2, h->tenant_id, -1, SQLITE_STATIC);
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        sqlite3_reset(q);
-        return fail(h, TS_E_NOT_FOUND, "deployment_id", "deployment not found");
-    }
-    h->out.len = 0;
-    struct jw w;
-    jw_init(&w, &h->out);
-    deployment_json(h, &w, q, true);
-    sqlite3_reset(q);
-    return jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
+    return row_body(h, SQL_DEP_GET, id, "deployment_id", "deployment", deployment_row);
 }
 
 static int history_add(struct hctx *h, const char *deployment_id, const char *from,

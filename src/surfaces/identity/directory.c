@@ -123,21 +123,15 @@ void identity_user_json(struct jw *w, sqlite3_stmt *q)
 static const char SQL_USER_GET[] =
     "SELECT " IDENTITY_USER_COLUMNS " FROM users WHERE id = ? AND tenant_id = ?";
 
+static void user_row(struct hctx *h, struct jw *w, sqlite3_stmt *q)
+{
+    (void)h;
+    identity_user_json(w, q);
+}
+
 static int user_write(struct hctx *h, const char *user_id)
 {
-    sqlite3_stmt *q = db_stmt(h->app->db, SQL_USER_GET);
-    sqlite3_bind_text(q, 1, user_id, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(q, 2, h->tenant_id, -1, SQLITE_STATIC);
-    if (sqlite3_step(q) != SQLITE_ROW) {
-        sqlite3_reset(q);
-        return fail(h, TS_E_NOT_FOUND, "user_id", "user not found");
-    }
-    h->out.len = 0;
-    struct jw w;
-    jw_init(&w, &h->out);
-    identity_user_json(&w, q);
-    sqlite3_reset(q);
-    return jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
+    return row_body(h, SQL_USER_GET, user_id, "user_id", "user", user_row);
 }
 
 static int users_me(struct hctx *h)
