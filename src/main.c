@@ -152,9 +152,39 @@ static void demo_print(const char *url)
 struct serve_state {
     struct app app;
     uv_signal_t sigterm, sigint;
+    uv_timer_t test_clock;
+    const char *test_clock_file;
     int signals;
     struct tls_ctx *tls;
 };
+
+/* TESSERA_TEST_CLOCK_FILE: a testing aid, never set in production. The file holds a number of
+ * milliseconds added to the wall clock (SLA deadlines, breach timer, tokens, rate limits), so
+ * API tests can move time forward; it is re-read every 50 ms. */
+static void test_clock_cb(uv_timer_t *t)
+{
+    struct serve_state *st = t->data;
+    FILE *f = fopen(st->test_clock_file, "r");
+    long long ms;
+    if (f && fscanf(f, "%lld", &ms) == 1)
+        clock_set_offset_ms(ms);
+    if (f)
+        fclose(f);
+}
+
+static void test_clock_start(struct serve_state *st)
+{
+    st->test_clock_file = getenv("TESSERA_TEST_CLOCK_FILE");
+    uv_timer_init(st->app.loop, &st->test_clock);
+    st->test_clock.data = st;
+    uv_unref((uv_handle_t *)&st->test_clock);
+    if (st->test_clock_file == NULL)
+        return;
+    log_msg(LOG_WARN, "test clock active: wall time is shifted by the ms in %s",
+            st->test_clock_file);
+    test_clock_cb(&st->test_clock);
+    uv_timer_start(&st->test_clock, test_clock_cb, 50, 50);
+}
 
 static void closing_done(struct server *s)
 {
@@ -339,6 +369,7 @@ static int cmd_serve(struct config *cfg)
      * late signal during final cleanup is absorbed instead of killing the process */
     uv_unref((uv_handle_t *)&st.sigterm);
     uv_unref((uv_handle_t *)&st.sigint);
+    test_clock_start(&st);
     char url[300];
     snprintf(url, sizeof(url), "%s://%s", st.tls ? "https" : "http", cfg->listen);
     app->public_url = strdup(cfg->public_url ? cfg->public_url : url);
@@ -354,6 +385,7 @@ static int cmd_serve(struct config *cfg)
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);
     uv_close((uv_handle_t *)&st.sigint, NULL);
+    uv_close((uv_handle_t *)&st.test_clock, NULL);
     uv_run(app->loop, UV_RUN_DEFAULT);
     serve_close(&st);
     uv_loop_close(app->loop);

@@ -5,6 +5,7 @@
 #include <time.h>
 
 static clock_source_fn clock_source;
+static _Atomic int64_t clock_offset_ms; /* test clock: added to the real wall clock */
 
 static int64_t clock_real_ms(void)
 {
@@ -15,7 +16,12 @@ static int64_t clock_real_ms(void)
 
 int64_t clock_now_ms(void)
 {
-    return clock_source ? clock_source() : clock_real_ms();
+    return clock_source ? clock_source() : clock_real_ms() + clock_offset_ms;
+}
+
+void clock_set_offset_ms(int64_t offset)
+{
+    clock_offset_ms = offset;
 }
 
 uint64_t clock_mono_ns(void)
