@@ -104,6 +104,23 @@ int row_body(struct hctx *h, const char *sql, const char *id, const char *field,
     return jw_finish(&w) < 0 ? TS_E_INTERNAL : 0;
 }
 
+int page_body(struct hctx *h, const char *key, sqlite3_stmt *q, row_json_fn write_row,
+              int64_t total, int page, int limit)
+{
+    struct jw w;
+    out_begin(h, &w);
+    jw_key(&w, key);
+    jw_arr_open(&w);
+    while (sqlite3_step(q) == SQLITE_ROW)
+        write_row(h, &w, q);
+    sqlite3_reset(q);
+    jw_arr_close(&w);
+    jw_kint(&w, "total", total);
+    jw_kint(&w, "page", page);
+    jw_kint(&w, "limit", limit);
+    return out_end(h, &w);
+}
+
 void out_begin(struct hctx *h, struct jw *w)
 {
     h->out.len = 0;

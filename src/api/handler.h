@@ -28,6 +28,10 @@ const char *col_text(sqlite3_stmt *st, int i);
 typedef void (*row_json_fn)(struct hctx *h, struct jw *w, sqlite3_stmt *q);
 int row_body(struct hctx *h, const char *sql, const char *id, const char *field, const char *what,
              row_json_fn write_row);
+/* Writes {"<key>": [one write_row per row of q], "total", "page", "limit"} as the body, for a
+ * page statement already bound; resets q. */
+int page_body(struct hctx *h, const char *key, sqlite3_stmt *q, row_json_fn write_row,
+              int64_t total, int page, int limit);
 /* Starts h->out as a JSON object writer. */
 void out_begin(struct hctx *h, struct jw *w);
 int out_end(struct hctx *h, struct jw *w);

@@ -219,18 +219,7 @@ static int requests_list(struct hctx *h)
     sqlite3_bind_text(q, 3, approver, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 4, limit);
     sqlite3_bind_int64(q, 5, (int64_t)(page - 1) * limit);
-    struct jw w;
-    out_begin(h, &w);
-    jw_key(&w, "requests");
-    jw_arr_open(&w);
-    while (sqlite3_step(q) == SQLITE_ROW)
-        request_json(&w, q);
-    sqlite3_reset(q);
-    jw_arr_close(&w);
-    jw_kint(&w, "total", total);
-    jw_kint(&w, "page", page);
-    jw_kint(&w, "limit", limit);
-    return out_end(h, &w);
+    return page_body(h, "requests", q, request_row, total, page, limit);
 }
 
 static int request_get(struct hctx *h)

@@ -318,6 +318,11 @@ static void deployment_row(struct hctx *h, struct jw *w, sqlite3_stmt *q)
     deployment_json(h, w, q, true);
 }
 
+static void deployment_summary_row(struct hctx *h, struct jw *w, sqlite3_stmt *q)
+{
+    deployment_json(h, w, q, false); /* lists leave the history to the detail route */
+}
+
 static int deployment_write(struct hctx *h, const char *id)
 {
     return row_body(h, SQL_DEP_GET, id, "deployment_id", "deployment", deployment_row);
@@ -503,18 +508,7 @@ static int deployments_list(struct hctx *h)
     sqlite3_reset(c);
     sqlite3_bind_int(q, 5, limit);
     sqlite3_bind_int64(q, 6, (int64_t)(page - 1) * limit);
-    struct jw w;
-    out_begin(h, &w);
-    jw_key(&w, "deployments");
-    jw_arr_open(&w);
-    while (sqlite3_step(q) == SQLITE_ROW)
-        deployment_json(h, &w, q, false);
-    sqlite3_reset(q);
-    jw_arr_close(&w);
-    jw_kint(&w, "total", total);
-    jw_kint(&w, "page", page);
-    jw_kint(&w, "limit", limit);
-    return out_end(h, &w);
+    return page_body(h, "deployments", q, deployment_summary_row, total, page, limit);
 }
 
 static int deployment_get(struct hctx *h)

@@ -227,18 +227,7 @@ static int users_list(struct hctx *h)
     sqlite3_bind_text(q, 2, role, -1, SQLITE_STATIC);
     sqlite3_bind_int(q, 3, limit);
     sqlite3_bind_int64(q, 4, (int64_t)(page - 1) * limit);
-    struct jw w;
-    out_begin(h, &w);
-    jw_key(&w, "users");
-    jw_arr_open(&w);
-    while (sqlite3_step(q) == SQLITE_ROW)
-        identity_user_json(&w, q);
-    sqlite3_reset(q);
-    jw_arr_close(&w);
-    jw_kint(&w, "total", total);
-    jw_kint(&w, "page", page);
-    jw_kint(&w, "limit", limit);
-    return out_end(h, &w);
+    return page_body(h, "users", q, user_row, total, page, limit);
 }
 
 static int users_get(struct hctx *h)
