@@ -43,6 +43,9 @@ static const struct route_table *const all_tables[] = {
     &identity_desk_auth_table, &identity_desk_table,     &identity_lms_table,
     &identity_recs_table,      &desk_notifications_table, &desk_files_table, &desk_dashboard_table,
     &desk_sla_table, &desk_approvals_table, &desk_staging_table, &desk_tickets_table,
+    &commerce_ingest_table, &commerce_metrics_table, &commerce_customers_table,
+    &commerce_products_table, &commerce_dashboards_table, &commerce_alerts_table,
+    &commerce_quality_table,
 };
 
 static int usage_error(const char *msg)
@@ -130,6 +133,8 @@ static int demo_seed(sqlite3 *h)
         snprintf(err, sizeof(err), "staging environments: %s", sqlite3_errmsg(h));
     if (r == 0 && (r = desk_demo_seed(h, tid)) < 0)
         snprintf(err, sizeof(err), "desk demo data: %s", sqlite3_errmsg(h));
+    if (r == 0 && (r = commerce_demo_seed(h, tid)) < 0)
+        snprintf(err, sizeof(err), "commerce demo data: %s", sqlite3_errmsg(h));
     if (r < 0) {
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
         log_msg(LOG_ERROR, "demo data: %s", err);
@@ -196,6 +201,7 @@ static void closing_done(struct server *s)
     ws_hub_close_handles(app->hub);
     mailer_close_handles(app->mailer);
     desk_sla_timer_stop();
+    commerce_timers_stop();
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -381,6 +387,7 @@ static int cmd_serve(struct config *cfg)
     if (recovered > 0)
         log_msg(LOG_INFO, "resumed %d queued jobs", recovered);
     desk_sla_timer_start(app);
+    commerce_timers_start(app);
     app->ready = true;
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);

@@ -58,6 +58,20 @@ int desk_staging_seed_demo(sqlite3 *db, const char *tenant_id);
  * comments, history, SLA rows, approvals and deployments. 0 or TS_E_INTERNAL. */
 int desk_demo_seed(sqlite3 *db, const char *tenant_id);
 extern const struct route_table desk_tickets_table;
+/* commerce (src/surfaces/commerce/) */
+extern const struct route_table commerce_ingest_table;
+extern const struct route_table commerce_metrics_table;
+extern const struct route_table commerce_customers_table;
+extern const struct route_table commerce_products_table;
+extern const struct route_table commerce_dashboards_table;
+extern const struct route_table commerce_alerts_table;
+extern const struct route_table commerce_quality_table;
+/* The --demo shop for the demo tenant (src/surfaces/commerce/demo.c). 0 or TS_E_INTERNAL. */
+int commerce_demo_seed(sqlite3 *db, const char *tenant_id);
+/* Commerce timers (alert evaluation, dashboard refresh): started once serving, stopped on
+ * drain (src/surfaces/commerce/alerts.c). */
+void commerce_timers_start(struct app *app);
+void commerce_timers_stop(void);
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

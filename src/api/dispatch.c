@@ -240,6 +240,8 @@ static int step_rate(struct hctx *h, const struct route *rt)
         return 0;
     if (h->user_id)
         snprintf(principal, sizeof(principal), "u:%s", h->user_id);
+    else if (h->who.kind == PRINCIPAL_API_KEY)
+        snprintf(principal, sizeof(principal), "k:%s", h->who.key_id); /* "per API key" */
     else
         observe_peer_address(h->req, principal, sizeof(principal));
     return observe_rate_take(h, rt->rate_class, principal);

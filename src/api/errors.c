@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "api/app.h"
+#include "api/handler.h"
 #include "core/clock.h"
 #include "core/json.h"
 
@@ -27,24 +28,42 @@ static void error_lms_desk(struct jw *w, const char *code, const char *msg, cons
     jw_obj_close(w);
 }
 
-static void error_commerce(struct jw *w, const char *code, const char *msg, const char *field,
-                           const char *reason)
+static void field_error_json(struct jw *w, const char *field, const char *msg, const char *rej)
+{
+    jw_obj_open(w);
+    jw_kstr(w, "field", field);
+    jw_kstr(w, "message", msg);
+    jw_key(w, "rejected_value");
+    if (rej)
+        jw_raw(w, rej);
+    else
+        jw_null(w);
+    jw_obj_close(w);
+}
+
+/* commerce 5.4: every bad field in field_errors (h->ferrs), or the one the error names */
+static void error_commerce(struct jw *w, const struct hctx *h, const char *code, const char *msg,
+                           const char *field, const char *reason)
 {
     jw_kbool(w, "success", false);
     jw_key(w, "error");
     jw_obj_open(w);
     jw_kstr(w, "code", code);
-    jw_kstr(w, "message", msg);
-    details_object(w, NULL, NULL);
+    jw_kstr(w, "message", h->ferrs ? "Request validation failed" : msg);
+    jw_key(w, "details");
+    jw_obj_open(w);
+    if (h->nferrs > FIELD_ERRORS_MAX) {
+        jw_kint(w, "field_errors_total", h->nferrs);
+        jw_kint(w, "field_errors_listed", FIELD_ERRORS_MAX);
+    }
+    jw_obj_close(w);
     jw_key(w, "field_errors");
     jw_arr_open(w);
-    if (field) {
-        jw_obj_open(w);
-        jw_kstr(w, "field", field);
-        jw_kstr(w, "message", reason);
-        jw_key(w, "rejected_value");
-        jw_null(w);
-        jw_obj_close(w);
+    if (h->ferrs) {
+        for (const struct field_error *fe = h->ferrs; fe; fe = fe->next)
+            field_error_json(w, fe->field, fe->message, fe->rejected);
+    } else if (field) {
+        field_error_json(w, field, reason, NULL);
     }
     jw_arr_close(w);
     jw_obj_close(w);
@@ -93,7 +112,7 @@ void api_error(struct hctx *h, int err, const char *message, const char *field)
         error_lms_desk(&w, code, message ? message : generic, field, reason);
         break;
     case SURF_COMMERCE:
-        error_commerce(&w, code, message ? message : generic, field, reason);
+        error_commerce(&w, h, code, message ? message : generic, field, reason);
         jw_kstr(&w, "timestamp", ts);
         jw_kstr(&w, "request_id", rid);
         break;

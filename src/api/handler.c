@@ -57,6 +57,35 @@ int query_int(struct hctx *h, const char *name, int def, int min, int max, int *
     return 0;
 }
 
+void field_error_add(struct hctx *h, const char *field, const char *message,
+                     const json_t *rejected)
+{
+    if (h->nferrs++ >= FIELD_ERRORS_MAX)
+        return;
+    struct field_error *fe = arena_calloc(h->arena, sizeof(*fe));
+    fe->field = arena_strdup(h->arena, field);
+    fe->message = arena_strdup(h->arena, message);
+    if (rejected && !json_is_null(rejected)) {
+        char *t = json_dumps(rejected, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (t && strlen(t) <= 200) {
+            fe->rejected = arena_strdup(h->arena, t);
+        } else if (t) {
+            struct buf b;
+            buf_init(&b, 512);
+            buf_putc(&b, '"');
+            json_escape(&b, t, 190);
+            buf_puts(&b, "...\"");
+            fe->rejected = arena_strndup(h->arena, b.data, b.len);
+            buf_release(&b);
+        }
+        free(t);
+    }
+    if (h->ferrs_tail == NULL)
+        h->ferrs_tail = &h->ferrs;
+    *h->ferrs_tail = fe;
+    h->ferrs_tail = &fe->next;
+}
+
 bool email_valid(const char *e)
 {
     const char *at = strchr(e, '@');

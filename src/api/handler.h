@@ -18,6 +18,11 @@ int query_int(struct hctx *h, const char *name, int def, int min, int max, int *
 /* Fails the request: returns err after naming field and message. */
 int fail(struct hctx *h, int err, const char *field, const char *message);
 bool email_valid(const char *e);
+/* Records one bad field for the error body (at most FIELD_ERRORS_MAX are kept; nferrs counts
+ * all). rejected may be NULL; values longer than 200 bytes of JSON are cut to a string. */
+#define FIELD_ERRORS_MAX 100
+void field_error_add(struct hctx *h, const char *field, const char *message,
+                     const json_t *rejected);
 /* Writes ISO 8601 UTC for unix ms, or null when ms is 0 / the column is NULL. */
 void jw_kiso(struct jw *w, const char *key, int64_t ms);
 /* sqlite3 column helpers that never return NULL for text */

@@ -24,6 +24,7 @@
 static const char *const default_classes[] = {
     "default=600/60", "auth=20/60",         "analytics=500/3600",
     "ingest=1000/3600", "stream=10000/3600", "export=20/3600",
+    "commerce=1000/3600", /* commerce 6.2 "general APIs" */
 };
 
 static double conns_active(void *arg)

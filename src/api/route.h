@@ -16,6 +16,15 @@
 struct hctx;
 typedef int (*route_handler_fn)(struct hctx *h);
 
+/* One field's failure, for surfaces whose error body lists every bad field (commerce
+ * field_errors). rejected is the value as JSON text, or NULL for null. */
+struct field_error {
+    const char *field;
+    const char *message;
+    const char *rejected;
+    struct field_error *next;
+};
+
 /* Where a handler runs. RUN_LOOP: point reads by key and all writes, well under 1 ms.
  * RUN_POOL: scans, aggregations, hashing; reads through the worker's read-only connection. */
 enum route_where { RUN_LOOP, RUN_POOL };
@@ -76,6 +85,9 @@ struct hctx {
     /* error detail for the dispatcher's error body */
     const char *err_field;
     const char *err_message;
+    struct field_error *ferrs;  /* every bad field, in order (field_error_add) */
+    struct field_error **ferrs_tail;
+    int nferrs;
     int retry_after_s;
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
     struct app *app;

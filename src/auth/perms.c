@@ -42,6 +42,14 @@ const struct permission permissions[] = {
     {"notifications", ROLE_ALL, 0, 0, "own notifications and their preferences"},
     {"files.write", ROLE_ALL, 0, 0, "upload files; delete own (admins: any)"},
     {"files.read", ROLE_ALL, 0, 0, "read files of visible tickets"},
+    /* commerce */
+    {"commerce.read", ROLE_ALL, 0, SCOPE_READ, "analytics, dashboards, alerts, sources, quality"},
+    {"commerce.ingest", ADMINS | ROLE_MANAGER | ROLE_DEVELOPER, 0, SCOPE_WRITE,
+     "send batch and stream records"},
+    {"commerce.sources", ADMINS, 0, 0, "create and update data sources"},
+    {"commerce.dashboards", ADMINS, 0, 0, "create, update and delete dashboards"},
+    {"commerce.alerts.ack", ADMINS | ROLE_MANAGER, 0, SCOPE_WRITE, "acknowledge alerts"},
+    {"commerce.alerts.rules", ADMINS, 0, 0, "create, update and delete alert rules"},
 };
 
 const size_t permissions_count = sizeof(permissions) / sizeof(permissions[0]);

@@ -190,8 +190,31 @@ static void test_clock_ids(void)
     CHECK(!id_is_uuid("not-a-uuid"));
 }
 
+static void test_iso_parse(void)
+{
+    int64_t ms;
+    CHECK(clock_parse_iso8601("1970-01-01", &ms) == 0 && ms == 0);
+    CHECK(clock_parse_iso8601("2025-01-15T14:30:00Z", &ms) == 0 && ms == 1736951400000LL);
+    CHECK(clock_parse_iso8601("2025-01-15 14:30", &ms) == 0 && ms == 1736951400000LL);
+    CHECK(clock_parse_iso8601("2025-01-15T16:30:00+02:00", &ms) == 0 && ms == 1736951400000LL);
+    CHECK(clock_parse_iso8601("2025-01-15T09:30:00.250-0500", &ms) == 0 &&
+          ms == 1736951400250LL);
+    CHECK(clock_parse_iso8601("2024-02-29T00:00:00Z", &ms) == 0);
+    CHECK(clock_parse_iso8601("2023-02-29", &ms) < 0);
+    CHECK(clock_parse_iso8601("2025-13-01", &ms) < 0);
+    CHECK(clock_parse_iso8601("2025-01-15T24:00:00Z", &ms) < 0);
+    CHECK(clock_parse_iso8601("2025-01-15T14:30:00Zjunk", &ms) < 0);
+    CHECK(clock_parse_iso8601("15/01/2025", &ms) < 0);
+    CHECK(clock_parse_iso8601("", &ms) < 0);
+    char out[40];
+    clock_parse_iso8601("1969-12-31T23:59:59Z", &ms);
+    clock_iso8601(ms, 0, out, sizeof(out));
+    CHECK(strcmp(out, "1969-12-31T23:59:59Z") == 0);
+}
+
 int main(void)
 {
+    test_iso_parse();
     test_arena();
     test_buf();
     test_json_roundtrip();
