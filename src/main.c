@@ -195,7 +195,9 @@ static void closing_done(struct server *s)
 {
     struct serve_state *st = server_arg(s);
     struct app *app = &st->app;
-    pool_stop(app->pool); /* running jobs have been asked to checkpoint */
+    jobs_stop_writes(app->jobs); /* a job waiting on the loop must not hold pool_stop up */
+    pool_stop(app->pool);        /* running jobs have been asked to checkpoint */
+    jobs_close_handles(app->jobs);
     server_close_handles(app->server);
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
@@ -256,7 +258,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
         return -EINVAL;
     int workers = cfg->workers ? cfg->workers : (int)uv_available_parallelism();
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
-    jobs_new(app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
+    jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_on_finish(app->jobs, jobs_finished, app);
     struct route_table tables[sizeof(all_tables) / sizeof(all_tables[0])];
     for (size_t i = 0; i < sizeof(all_tables) / sizeof(all_tables[0]); i++)
@@ -354,8 +356,10 @@ static int cmd_serve(struct config *cfg)
             server_close_handles(app->server);
         }
         if (app->pool) {
+            jobs_stop_writes(app->jobs);
             pool_stop(app->pool);
             pool_close_handles(app->pool);
+            jobs_close_handles(app->jobs);
         }
         if (app->hub)
             ws_hub_close_handles(app->hub);

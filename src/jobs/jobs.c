@@ -18,8 +18,23 @@ struct progress {
     double fraction;
 };
 
+/* A worker's write request, on the worker's stack until the loop has applied and committed it. */
+struct write_req {
+    job_apply_fn apply;
+    void *arg;
+    int result;
+    bool done;
+    struct write_req *next;
+};
+
 struct jobs {
     struct db *db;
+    uv_async_t wake;             /* job_write -> loop */
+    bool has_wake;
+    bool stopping;               /* under mu: job_write answers TS_E_UNAVAILABLE */
+    struct write_req *wq;        /* under mu: waiting to be applied */
+    struct write_req *applied;   /* loop only: applied, waiting for the commit */
+    pthread_cond_t wq_cond;
     struct pool *pool;
     const struct job_kind *kinds;
     size_t nkinds;
@@ -61,8 +76,98 @@ static const struct job_kind *kind_find(struct jobs *j, const char *name)
     return NULL;
 }
 
-int jobs_new(struct db *db, struct pool *pool, const struct job_kind *kinds, size_t nkinds,
-             struct jobs **ret)
+/* ---- write requests from workers ---- */
+
+static void writes_wake_all(struct jobs *j, struct write_req *list, int result)
+{
+    pthread_mutex_lock(&j->mu);
+    for (struct write_req *w = list, *next; w; w = next) {
+        next = w->next;
+        if (result < 0)
+            w->result = result;
+        w->done = true;
+    }
+    pthread_cond_broadcast(&j->wq_cond);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Loop: applies every queued request under its own savepoint, commits, then wakes the
+ * workers. A busy commit keeps them waiting; the next wake-up retries it. */
+static void writes_apply(uv_async_t *a)
+{
+    struct jobs *j = a->data;
+    pthread_mutex_lock(&j->mu);
+    struct write_req *list = j->wq;
+    j->wq = NULL;
+    pthread_mutex_unlock(&j->mu);
+    struct write_req *rev = NULL;
+    for (struct write_req *w = list, *next; w; w = next) { /* queued newest first */
+        next = w->next;
+        w->next = rev;
+        rev = w;
+    }
+    for (struct write_req *w = rev, *next; w; w = next) {
+        next = w->next;
+        db_request_start(j->db);
+        int r = db_write_begin(j->db);
+        if (r == 0)
+            r = w->apply(j->db, w->arg);
+        db_request_end(j->db, r >= 0);
+        w->result = r;
+        w->next = j->applied;
+        j->applied = w;
+    }
+    if (j->applied == NULL)
+        return;
+    if (db_tick_commit(j->db) < 0) {
+        uv_async_send(&j->wake); /* another process holds the lock: retry */
+        return;
+    }
+    struct write_req *done = j->applied;
+    j->applied = NULL;
+    writes_wake_all(j, done, 0);
+}
+
+int job_write(struct job_run *r, job_apply_fn apply, void *arg)
+{
+    struct jobs *j = r->jobs;
+    struct write_req w = {apply, arg, 0, false, NULL};
+    pthread_mutex_lock(&j->mu);
+    if (j->stopping || !j->has_wake) {
+        pthread_mutex_unlock(&j->mu);
+        return TS_E_UNAVAILABLE;
+    }
+    w.next = j->wq;
+    j->wq = &w;
+    uv_async_send(&j->wake);
+    while (!w.done)
+        pthread_cond_wait(&j->wq_cond, &j->mu);
+    pthread_mutex_unlock(&j->mu);
+    return w.result;
+}
+
+/* Loop: no more writes; queued ones are answered TS_E_UNAVAILABLE, applied ones get their
+ * commit first. */
+static void writes_stop(struct jobs *j)
+{
+    if (j->applied && db_tick_commit(j->db) == 0) {
+        writes_wake_all(j, j->applied, 0);
+        j->applied = NULL;
+    }
+    pthread_mutex_lock(&j->mu);
+    j->stopping = true;
+    struct write_req *list = j->wq;
+    j->wq = NULL;
+    pthread_mutex_unlock(&j->mu);
+    writes_wake_all(j, list, TS_E_UNAVAILABLE);
+    if (j->applied) {
+        writes_wake_all(j, j->applied, TS_E_UNAVAILABLE);
+        j->applied = NULL;
+    }
+}
+
+int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job_kind *kinds,
+             size_t nkinds, struct jobs **ret)
 {
     struct jobs *j = calloc(1, sizeof(*j));
     if (j == NULL)
@@ -73,14 +178,29 @@ int jobs_new(struct db *db, struct pool *pool, const struct job_kind *kinds, siz
     j->nkinds = nkinds;
     atomic_init(&j->cancel, false);
     pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->wq_cond, NULL);
+    if (loop && uv_async_init(loop, &j->wake, writes_apply) == 0) {
+        j->wake.data = j;
+        j->has_wake = true;
+    }
     *ret = j;
     return 0;
+}
+
+void jobs_close_handles(struct jobs *j)
+{
+    if (j == NULL || !j->has_wake)
+        return;
+    writes_stop(j);
+    uv_close((uv_handle_t *)&j->wake, NULL);
+    j->has_wake = false;
 }
 
 struct jobs *jobs_free(struct jobs *j)
 {
     if (j == NULL)
         return NULL;
+    pthread_cond_destroy(&j->wq_cond);
     pthread_mutex_destroy(&j->mu);
     free(j);
     return NULL;
@@ -95,6 +215,12 @@ void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg)
 void jobs_cancel_all(struct jobs *j)
 {
     atomic_store(&j->cancel, true);
+}
+
+void jobs_stop_writes(struct jobs *j)
+{
+    if (j && j->has_wake)
+        writes_stop(j);
 }
 
 static struct job_run *run_free(struct job_run *r)

@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <uv.h>
 
 #include "core/buf.h"
 #include "core/ids.h"
@@ -44,19 +45,32 @@ struct job_run {
 typedef void (*jobs_finish_fn)(void *arg, const char *tenant_id, const char *job_id,
                                const char *kind, const char *status);
 
-int jobs_new(struct db *db, struct pool *pool, const struct job_kind *kinds, size_t nkinds,
-             struct jobs **ret);
+/* loop may be NULL (no job_write: tests of the job table alone). */
+int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job_kind *kinds,
+             size_t nkinds, struct jobs **ret);
+/* Closes the loop handle job_write uses; before the final loop run. */
+void jobs_close_handles(struct jobs *j);
 /* On start: running rows go back to queued (or failed past max_attempts), queued rows run. */
 int jobs_recover(struct jobs *j);
 /* Inserts a queued row in the tick's transaction and hands the job to the pool. Loop thread.
  * -EINVAL unknown kind, TS_E_RATE_LIMITED over the per-tenant cap, TS_E_BUSY. */
 int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const char *params_json,
                 char ret_id[UUID_STR_LEN]);
+/* Worker thread: a write request the loop applies. The loop runs apply(db, arg) on the writer
+ * under its own savepoint in the tick's transaction (rolled back if apply returns < 0), commits,
+ * and only then wakes the caller: a job that checkpoints after job_write returns 0 knows the
+ * write is durable. Returns apply's result, or TS_E_UNAVAILABLE once the server is stopping
+ * (nothing applied: checkpoint and return -ECANCELED). apply may use db_stmt. */
+typedef int (*job_apply_fn)(struct db *db, void *arg);
+int job_write(struct job_run *r, job_apply_fn apply, void *arg);
 /* Worker thread: records progress 0..1 (applied by the loop). */
 void job_progress(struct job_run *r, double fraction);
 void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg);
 /* Asks running jobs to checkpoint and stop. */
 void jobs_cancel_all(struct jobs *j);
+/* Loop: from now on job_write answers TS_E_UNAVAILABLE (workers blocked in it are released);
+ * before pool_stop, which waits for running jobs. */
+void jobs_stop_writes(struct jobs *j);
 /* Loop thread: applies pending progress updates (called every tick). */
 void jobs_apply_progress(struct jobs *j);
 struct jobs *jobs_free(struct jobs *j);

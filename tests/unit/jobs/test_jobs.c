@@ -88,7 +88,7 @@ static void test_run_and_fail(uv_loop_t *loop)
     struct pool *pool;
     CHECK_INT(pool_new(loop, 2, 8, path, &pool), 0);
     struct jobs *j;
-    jobs_new(db, pool, kinds, 3, &j);
+    jobs_new(NULL, db, pool, kinds, 3, &j);
     jobs_on_finish(j, on_finish, NULL);
     finished = 0;
     CHECK_INT(jobs_submit(j, "t1", "sum", "{\"n\":100}", a), 0);
@@ -137,7 +137,7 @@ static void test_recovery(uv_loop_t *loop)
     struct pool *pool;
     pool_new(loop, 2, 8, path, &pool);
     struct jobs *j;
-    jobs_new(db, pool, kinds, 3, &j);
+    jobs_new(NULL, db, pool, kinds, 3, &j);
     jobs_on_finish(j, on_finish, NULL);
     finished = 0;
     int started = jobs_recover(j);
