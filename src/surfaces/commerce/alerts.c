@@ -10,11 +10,11 @@ void cm_alerts_on_ingest(struct app *app, const char *tenant_id)
     (void)tenant_id;
 }
 
-void commerce_timers_start(struct app *app)
+void cm_alerts_start(struct app *app)
 {
     (void)app;
 }
 
-void commerce_timers_stop(void)
+void cm_alerts_stop(void)
 {
 }

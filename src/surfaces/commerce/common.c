@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/app.h"
 #include "api/handler.h"
 #include "core/clock.h"
 #include "store/db.h"
@@ -324,4 +325,16 @@ void cm_notify_ingested(struct app *app, const char *tenant_id)
 {
     cm_dashboards_on_ingest(app, tenant_id);
     cm_alerts_on_ingest(app, tenant_id);
+}
+
+void commerce_timers_start(struct app *app)
+{
+    cm_rollups_start(app);
+    cm_alerts_start(app);
+}
+
+void commerce_timers_stop(void)
+{
+    cm_alerts_stop();
+    cm_rollups_stop();
 }

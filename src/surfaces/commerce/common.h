@@ -57,6 +57,13 @@ struct app;
 void cm_notify_ingested(struct app *app, const char *tenant_id);
 void cm_dashboards_on_ingest(struct app *app, const char *tenant_id);   /* dashboards.c */
 void cm_alerts_on_ingest(struct app *app, const char *tenant_id);       /* alerts.c */
+/* Timers and background work, started by commerce_timers_start once serving and stopped on
+ * drain: the rollup scheduler (metrics.c) and alert evaluation (alerts.c). Receivers of the
+ * on_ingest calls only mark and schedule: they run before the records' commit. */
+void cm_rollups_start(struct app *app);
+void cm_rollups_stop(void);
+void cm_alerts_start(struct app *app);
+void cm_alerts_stop(void);
 
 /* Money: stored as integer ten-thousandths. */
 #define CM_MONEY_SCALE 10000
