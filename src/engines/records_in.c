@@ -161,18 +161,28 @@ static void cols_list_same(const struct csv_cols *c, size_t i, char *out, size_t
     }
 }
 
-/* Every name non-empty, valid UTF-8 and distinct. from_header: the names came from the file's
- * first row (the message then suggests columns=), else from the columns= parameter. */
-static int cols_check(const struct csv_cols *c, bool from_header, char *err, size_t errlen)
+/* Every name non-empty, valid UTF-8 and distinct. header_line: the names came from that line
+ * of the file (the message then suggests columns=); 0: from the columns= parameter. */
+static int cols_check(const struct csv_cols *c, size_t header_line, char *err, size_t errlen)
 {
-    const char *fix = from_header ? "correct the header, or pass columns= with one name per "
-                                    "column (the header row is then skipped)"
-                                  : "give each column its own name in columns=";
+    char fix[160], at[48], col[48];
+    if (header_line) {
+        snprintf(at, sizeof(at), "line %zu: the header", header_line);
+        snprintf(col, sizeof(col), "line %zu: header column", header_line);
+        snprintf(fix, sizeof(fix),
+                 "correct the header, or pass columns= with %zu comma-separated names, one per "
+                 "column (the header row is then skipped)",
+                 c->n);
+    } else {
+        snprintf(at, sizeof(at), "columns=");
+        snprintf(col, sizeof(col), "columns= column");
+        snprintf(fix, sizeof(fix), "give each column its own name in columns=");
+    }
     for (size_t i = 0; i < c->n; i++) {
         json_t *probe = json_string(c->name[i]);
         if (c->name[i][0] == '\0' || probe == NULL) {
-            snprintf(err, errlen, "%s column %zu %s; %s", from_header ? "header" : "columns=",
-                     i + 1, probe ? "has no name" : "is not valid UTF-8", fix);
+            snprintf(err, errlen, "%s %zu %s; %s", col, i + 1,
+                     probe ? "has no name" : "is not valid UTF-8", fix);
             json_decref(probe);
             return -1;
         }
@@ -182,11 +192,8 @@ static int cols_check(const struct csv_cols *c, bool from_header, char *err, siz
                 continue;
             char where[160];
             cols_list_same(c, j, where, sizeof(where));
-            snprintf(err, errlen, "%s names the column '%s' more than once (columns %s); %s",
-                     from_header ? "the header" : "columns=", c->name[i], where, fix);
-            if (from_header)
-                snprintf(err + strlen(err), errlen - strlen(err), ", e.g. columns= with %zu names",
-                         c->n);
+            snprintf(err, errlen, "%s names the column '%s' more than once (columns %s); %s", at,
+                     c->name[i], where, fix);
             return -1;
         }
     }
@@ -366,7 +373,7 @@ static int csv_columns(struct csv_run *c, char *err, size_t errlen)
     }
     if (o->columns && *o->columns) {
         if (cols_from_param(&c->cols, o->columns, err, errlen) < 0 ||
-            cols_check(&c->cols, false, err, errlen) < 0)
+            cols_check(&c->cols, 0, err, errlen) < 0)
             return -1;
         if (o->no_header)
             return 0;
@@ -384,7 +391,7 @@ static int csv_columns(struct csv_run *c, char *err, size_t errlen)
         return 0;   /* columns= replaced the header row just read */
     if (cols_from_row(&c->cols, &c->r, err, errlen) < 0)
         return -1;
-    return cols_check(&c->cols, true, err, errlen);
+    return cols_check(&c->cols, c->r.row_line, err, errlen);
 }
 
 static json_t *csv_parse(const char *data, size_t n, const struct rec_in_opts *o, char *err,
