@@ -43,10 +43,49 @@ static int kind_wait(struct job_run *r)
     return -ECANCELED;
 }
 
+/* writes 3 chunks of rows through the loop; after each, the committed row count is visible to
+ * the job's own read-only connection (the write is durable before job_write returns) */
+static int chunk_apply(struct db *db, void *arg)
+{
+    int chunk = *(int *)arg;
+    sqlite3_stmt *st = db_stmt(db, "INSERT INTO jw(x) VALUES(?)");
+    for (int i = 0; i < 10; i++) {
+        sqlite3_bind_int(st, 1, chunk * 10 + i);
+        sqlite3_step(st);
+        sqlite3_reset(st);
+    }
+    return chunk == 3 ? -EIO : 0; /* the 4th chunk fails: rolled back, nothing kept */
+}
+
+static int count_jw(sqlite3 *h)
+{
+    sqlite3_stmt *st;
+    int n = -1;
+    if (sqlite3_prepare_v2(h, "SELECT count(*) FROM jw", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return n;
+}
+
+static int kind_writer(struct job_run *r)
+{
+    int seen[4];
+    for (int c = 0; c < 4; c++) {
+        int rc = job_write(r, chunk_apply, &c);
+        if (rc != (c == 3 ? -EIO : 0))
+            return -EPROTO;
+        seen[c] = count_jw(r->db);
+    }
+    buf_printf(&r->result, "{\"seen\":[%d,%d,%d,%d]}", seen[0], seen[1], seen[2], seen[3]);
+    return 0;
+}
+
 static const struct job_kind kinds[] = {
     {"sum", kind_sum, 2, 3},
     {"fail", kind_fail, 5, 3},
     {"wait", kind_wait, 5, 3},
+    {"writer", kind_writer, 5, 3},
 };
 
 static int finished;
@@ -208,6 +247,35 @@ static void test_bounded_queue(uv_loop_t *loop)
     pool_free(pool);
 }
 
+static void test_job_write(uv_loop_t *loop)
+{
+    struct db *db;
+    char err[256], a[UUID_STR_LEN], v[256];
+    CHECK_INT(db_open(path, false, 250, &db, err, sizeof(err)), 0);
+    sqlite3 *h = db_handle(db);
+    CHECK_INT(sqlite3_exec(h, "CREATE TABLE jw(x INTEGER)", NULL, NULL, NULL), SQLITE_OK);
+    struct pool *pool;
+    pool_new(loop, 2, 8, path, &pool);
+    struct jobs *j;
+    jobs_new(loop, db, pool, kinds, 4, &j);
+    jobs_on_finish(j, on_finish, NULL);
+    finished = 0;
+    CHECK_INT(jobs_submit(j, "t4", "writer", "{}", a), 0);
+    db_tick_commit(db);
+    run_until(loop, db, 1);
+    CHECK_STR(col(h, a, "status", v, sizeof(v)), "completed");
+    CHECK_STR(col(h, a, "result", v, sizeof(v)), "{\"seen\":[10,20,30,30]}");
+    CHECK_INT(count_jw(h), 30);
+    jobs_stop_writes(j);
+    pool_stop(pool);
+    pool_close_handles(pool);
+    jobs_close_handles(j);
+    uv_run(loop, UV_RUN_DEFAULT);
+    pool_free(pool);
+    jobs_free(j);
+    db_close(db);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
@@ -218,6 +286,7 @@ int main(void)
     test_run_and_fail(&loop);
     test_recovery(&loop);
     test_bounded_queue(&loop);
+    test_job_write(&loop);
     uv_loop_close(&loop);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
