@@ -25,7 +25,7 @@ struct xnode {
     bool attrs;
     bool first_container;   /* the first child element has fields of its own */
     char *text;         /* text content after leading whitespace, at most REC_MAX_CELL bytes */
-    size_t tlen;
+    size_t tlen, tcap;
 };
 
 struct xrun {
@@ -255,13 +255,19 @@ static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
         fail(x, true, "<%s> holds more than %d bytes of text", node->name, REC_MAX_CELL);
         return;
     }
-    char *t = realloc(node->text, node->tlen + n + 1);
-    if (t == NULL) {
-        fail(x, true, "out of memory");
-        return;
+    if (node->tlen + n > node->tcap) {   /* expat hands text over line by line: double */
+        size_t cap = node->tcap ? node->tcap : 64;
+        while (cap < node->tlen + n)
+            cap *= 2;
+        char *t = realloc(node->text, cap);
+        if (t == NULL) {
+            fail(x, true, "out of memory");
+            return;
+        }
+        node->text = t;
+        node->tcap = cap;
     }
-    memcpy(t + node->tlen, s, n);
-    node->text = t;
+    memcpy(node->text + node->tlen, s, n);
     node->tlen += n;
 }
 
