@@ -1,10 +1,13 @@
 /* RFM scores and segments of a tenant's customers from their counted orders (rfm.h). */
 #include "surfaces/commerce/rfm.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/handler.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "store/db.h"
 #include "surfaces/commerce/common.h"
@@ -332,4 +335,76 @@ int cm_rfm_fill_temp(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const
         r = insert_members(db, &s, segments, nsegments);
     cm_rfm_set_free(&s);
     return r;
+}
+
+/* ---- request pieces ---- */
+
+static int bad_param(struct hctx *h, const char *name, const char *value, const char *message)
+{
+    json_t *v = json_string(value);
+    field_error_add(h, name, message, v);
+    json_decref(v);
+    h->err_field = name;
+    h->err_message = message;
+    return TS_E_VALIDATION;
+}
+
+int cm_an_as_of(struct hctx *h, const struct cm_query *q, int64_t *ret)
+{
+    const char *v = cm_param(h, q, NULL, "as_of");
+    if (v == NULL || !v[0]) {
+        *ret = clock_now_ms();
+        return 0;
+    }
+    int64_t ms;
+    if (clock_parse_iso8601(v, &ms) < 0)
+        return bad_param(h, "as_of", v, "as_of must be an ISO 8601 date-time");
+    *ret = ms;
+    return 0;
+}
+
+int cm_an_currency(struct hctx *h, const struct cm_query *q, const char **ret)
+{
+    const char *v = cm_param(h, q, NULL, "currency");
+    if (v == NULL || !v[0]) {
+        *ret = NULL;
+        return 0;
+    }
+    bool ok = strlen(v) == 3;
+    for (int i = 0; ok && i < 3; i++)
+        ok = v[i] >= 'A' && v[i] <= 'Z';
+    if (!ok)
+        return bad_param(h, "currency", v, "currency must be an ISO 4217 code such as USD");
+    *ret = v;
+    return 0;
+}
+
+int cm_an_int(struct hctx *h, const struct cm_query *q, const char *name, int def, int min,
+              int max, int *ret)
+{
+    const char *v = cm_param(h, q, NULL, name);
+    if (v == NULL || !v[0]) {
+        *ret = def;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (*end || errno || x < min || x > max)
+        return bad_param(h, name, v,
+                         arena_printf(h->arena, "%s must be an integer from %d to %d", name, min,
+                                      max));
+    *ret = (int)x;
+    return 0;
+}
+
+int cm_an_read_begin(sqlite3 *db)
+{
+    return exec_sql(db, "BEGIN");
+}
+
+void cm_an_read_end(sqlite3 *db)
+{
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 }

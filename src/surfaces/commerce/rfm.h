@@ -94,4 +94,19 @@ int cm_rfm_each(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const char
 /* Fills temp.cm_segment_members as described above. 0 or a TS_E_* code. */
 int cm_rfm_fill_temp(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const char *currency,
                      const char *const *segments, int nsegments);
+
+/* ---- request pieces shared by the customer and product analytics routes ---- */
+struct hctx;
+struct cm_query;
+/* as_of: ISO 8601 (absent: now). TS_E_VALIDATION naming "as_of" otherwise. */
+int cm_an_as_of(struct hctx *h, const struct cm_query *q, int64_t *ret);
+/* currency: an ISO 4217 code (three letters A-Z); NULL when absent. */
+int cm_an_currency(struct hctx *h, const struct cm_query *q, const char **ret);
+/* An integer parameter in [min, max], def when absent; TS_E_VALIDATION naming it otherwise. */
+int cm_an_int(struct hctx *h, const struct cm_query *q, const char *name, int def, int min,
+              int max, int *ret);
+/* A read transaction on a pool connection so every statement of a response sees one
+ * snapshot; end it whatever happened. */
+int cm_an_read_begin(sqlite3 *db);
+void cm_an_read_end(sqlite3 *db);
 #endif
