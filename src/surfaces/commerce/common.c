@@ -329,6 +329,7 @@ void cm_notify_ingested(struct app *app, const char *tenant_id)
 
 void commerce_timers_start(struct app *app)
 {
+    cm_ingest_start(app);
     cm_rollups_start(app);
     cm_alerts_start(app);
 }
@@ -337,4 +338,5 @@ void commerce_timers_stop(void)
 {
     cm_alerts_stop();
     cm_rollups_stop();
+    cm_ingest_stop();
 }

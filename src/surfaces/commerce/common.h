@@ -64,6 +64,9 @@ void cm_rollups_start(struct app *app);
 void cm_rollups_stop(void);
 void cm_alerts_start(struct app *app);
 void cm_alerts_stop(void);
+/* Ingestion (ingest.c): the server its jobs' writes notify; at stop, what it still holds. */
+void cm_ingest_start(struct app *app);
+void cm_ingest_stop(void);
 
 /* Money: stored as integer ten-thousandths. */
 #define CM_MONEY_SCALE 10000

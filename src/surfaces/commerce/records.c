@@ -1,0 +1,672 @@
+/* Canonical commerce records: one table per data_type says each field's kind, whether it is
+ * required and its default; the check walks it once per record, and the upsert binds the
+ * checked fields in the same order, so a field is defined in exactly one row. */
+#include "surfaces/commerce/records.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/handler.h"
+#include "core/clock.h"
+#include "core/err.h"
+
+enum fkind { F_ID, F_TEXT, F_TIME, F_MONEY, F_INT, F_ENUM, F_BOOL, F_CURRENCY, F_EMAIL };
+
+enum {
+    REQ = 1 << 0,       /* required: absent or null is a completeness failure */
+    NONNEG = 1 << 1,    /* >= 0 (money, counts) */
+    POS = 1 << 2,       /* > 0 */
+    EMPTY = 1 << 3,     /* absent text is stored as '' (the column is NOT NULL DEFAULT '') */
+    DEFCUR = 1 << 4,    /* absent currency: the tenant default */
+    DEFTIME = 1 << 5,   /* absent time: the stream request's timestamp, when there is one */
+};
+
+struct fspec {
+    const char *name;
+    enum fkind kind;
+    unsigned flags;
+    const char *const *values;   /* F_ENUM: NULL-terminated; values[0] is the default when
+                                  * the field is optional */
+};
+
+/* A data_type: its fields (the first ones, up to nkey, are the natural id) and its upsert.
+ * Both statements number their parameters the same way: ?1 tenant, ?2.. the fields in table
+ * order, then source_id, batch_id, ingested_at. */
+struct tspec {
+    const struct fspec *f;
+    int nf;
+    int nkey;
+    const char *insert;          /* ... ON CONFLICT DO NOTHING */
+    const char *update;          /* the same row by natural id */
+};
+
+const char *const cm_type_names[CM_TYPE_COUNT] = {"orders",    "transactions", "products",
+                                                  "customers", "inventory",    "events"};
+
+static const char *const ORDER_STATUS[] = {"placed",    "paid",     "shipped", "delivered",
+                                           "cancelled", "refunded", NULL};
+static const char *const TX_TYPE[] = {"sale", "refund", NULL};
+static const char *const EVENT_TYPE[] = {"page_view", "product_view", "add_to_cart", "checkout",
+                                         "purchase",  NULL};
+
+static const struct fspec ORDER_F[] = {
+    {"order_id", F_ID, REQ, NULL},
+    {"customer_id", F_ID, REQ, NULL},
+    {"created_at", F_TIME, REQ | DEFTIME, NULL},
+    {"total", F_MONEY, REQ | NONNEG, NULL},
+    {"currency", F_CURRENCY, DEFCUR, NULL},
+    {"status", F_ENUM, 0, ORDER_STATUS},
+    {"channel", F_TEXT, EMPTY, NULL},
+    {"region", F_TEXT, EMPTY, NULL},
+};
+static const struct fspec TX_F[] = {
+    {"transaction_id", F_ID, REQ, NULL},
+    {"amount", F_MONEY, REQ | NONNEG, NULL},
+    {"timestamp", F_TIME, REQ | DEFTIME, NULL},
+    {"type", F_ENUM, 0, TX_TYPE},
+    {"order_id", F_ID, 0, NULL},
+    {"customer_id", F_ID, 0, NULL},
+    {"currency", F_CURRENCY, DEFCUR, NULL},
+    {"channel", F_TEXT, EMPTY, NULL},
+    {"region", F_TEXT, EMPTY, NULL},
+    {"payment_method", F_TEXT, 0, NULL},
+};
+static const struct fspec PRODUCT_F[] = {
+    {"product_id", F_ID, REQ, NULL},
+    {"name", F_TEXT, REQ, NULL},
+    {"category", F_TEXT, EMPTY, NULL},
+    {"price", F_MONEY, NONNEG, NULL},
+    {"cost", F_MONEY, NONNEG, NULL},
+    {"sku", F_ID, 0, NULL},
+    {"active", F_BOOL, 0, NULL},
+};
+static const struct fspec CUSTOMER_F[] = {
+    {"customer_id", F_ID, REQ, NULL},
+    {"created_at", F_TIME, 0, NULL},
+    {"email", F_EMAIL, 0, NULL},
+    {"name", F_TEXT, 0, NULL},
+    {"region", F_TEXT, EMPTY, NULL},
+    {"channel", F_TEXT, EMPTY, NULL},
+};
+static const struct fspec INVENTORY_F[] = {
+    {"product_id", F_ID, REQ, NULL},
+    {"warehouse", F_ID, EMPTY, NULL},
+    {"timestamp", F_TIME, REQ | DEFTIME, NULL},
+    {"quantity", F_INT, REQ | NONNEG, NULL},
+    {"reorder_level", F_INT, NONNEG, NULL},
+};
+static const struct fspec EVENT_F[] = {
+    {"event_id", F_ID, REQ, NULL},
+    {"type", F_ENUM, REQ, EVENT_TYPE},
+    {"timestamp", F_TIME, REQ | DEFTIME, NULL},
+    {"session_id", F_ID, REQ, NULL},
+    {"customer_id", F_ID, 0, NULL},
+    {"product_id", F_ID, 0, NULL},
+};
+static const struct fspec ITEM_F[] = {
+    {"product_id", F_ID, REQ, NULL},
+    {"quantity", F_INT, REQ | POS, NULL},
+    {"unit_price", F_MONEY, REQ | NONNEG, NULL},
+};
+
+static const char ORDER_INS[] =
+    "INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, "
+    "status, channel, region, source_id, batch_id, ingested_at) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+    "ON CONFLICT(tenant_id, order_id) DO NOTHING";
+static const char ORDER_UPD[] =
+    "UPDATE cm_orders SET customer_id = ?3, created_at = ?4, total_m = ?5, currency = ?6, "
+    "status = ?7, channel = ?8, region = ?9, source_id = ?10, batch_id = ?11, ingested_at = ?12 "
+    "WHERE tenant_id = ?1 AND order_id = ?2";
+static const char TX_INS[] =
+    "INSERT INTO cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, order_id, "
+    "customer_id, currency, channel, region, payment_method, source_id, batch_id, ingested_at) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+    "ON CONFLICT(tenant_id, transaction_id) DO NOTHING";
+static const char TX_UPD[] =
+    "UPDATE cm_transactions SET amount_m = ?3, timestamp = ?4, type = ?5, order_id = ?6, "
+    "customer_id = ?7, currency = ?8, channel = ?9, region = ?10, payment_method = ?11, "
+    "source_id = ?12, batch_id = ?13, ingested_at = ?14 "
+    "WHERE tenant_id = ?1 AND transaction_id = ?2";
+static const char PRODUCT_INS[] =
+    "INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, cost_m, sku, active, "
+    "source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
+    "ON CONFLICT(tenant_id, product_id) DO NOTHING";
+static const char PRODUCT_UPD[] =
+    "UPDATE cm_products SET name = ?3, category = ?4, price_m = ?5, cost_m = ?6, sku = ?7, "
+    "active = ?8, source_id = ?9, batch_id = ?10, ingested_at = ?11 "
+    "WHERE tenant_id = ?1 AND product_id = ?2";
+static const char CUSTOMER_INS[] =
+    "INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, region, channel, "
+    "source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+    "ON CONFLICT(tenant_id, customer_id) DO NOTHING";
+static const char CUSTOMER_UPD[] =
+    "UPDATE cm_customers SET created_at = ?3, email = ?4, name = ?5, region = ?6, channel = ?7, "
+    "source_id = ?8, batch_id = ?9, ingested_at = ?10 WHERE tenant_id = ?1 AND customer_id = ?2";
+static const char INVENTORY_INS[] =
+    "INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, "
+    "reorder_level, source_id, batch_id, ingested_at) "
+    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+    "ON CONFLICT(tenant_id, product_id, warehouse, timestamp) DO NOTHING";
+static const char INVENTORY_UPD[] =
+    "UPDATE cm_inventory SET quantity = ?5, reorder_level = ?6, source_id = ?7, batch_id = ?8, "
+    "ingested_at = ?9 WHERE tenant_id = ?1 AND product_id = ?2 AND warehouse = ?3 "
+    "AND timestamp = ?4";
+static const char EVENT_INS[] =
+    "INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, "
+    "product_id, source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+    "ON CONFLICT(tenant_id, event_id) DO NOTHING";
+static const char EVENT_UPD[] =
+    "UPDATE cm_events SET type = ?3, timestamp = ?4, session_id = ?5, customer_id = ?6, "
+    "product_id = ?7, source_id = ?8, batch_id = ?9, ingested_at = ?10 "
+    "WHERE tenant_id = ?1 AND event_id = ?2";
+static const char ITEMS_DEL[] = "DELETE FROM cm_order_items WHERE tenant_id = ? AND order_id = ?";
+static const char ITEM_INS[] =
+    "INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, unit_price_m) "
+    "VALUES(?, ?, ?, ?, ?, ?)";
+static const char REJECT_INS[] =
+    "INSERT INTO cm_rejects(tenant_id, batch_id, source_id, data_type, record_index, record_key, "
+    "field, check_type, reason, created_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+#define NF(a) ((int)(sizeof(a) / sizeof(a[0])))
+static const struct tspec TYPES[CM_TYPE_COUNT] = {
+    [CM_ORDERS] = {ORDER_F, NF(ORDER_F), 1, ORDER_INS, ORDER_UPD},
+    [CM_TRANSACTIONS] = {TX_F, NF(TX_F), 1, TX_INS, TX_UPD},
+    [CM_PRODUCTS] = {PRODUCT_F, NF(PRODUCT_F), 1, PRODUCT_INS, PRODUCT_UPD},
+    [CM_CUSTOMERS] = {CUSTOMER_F, NF(CUSTOMER_F), 1, CUSTOMER_INS, CUSTOMER_UPD},
+    [CM_INVENTORY] = {INVENTORY_F, NF(INVENTORY_F), 3, INVENTORY_INS, INVENTORY_UPD},
+    [CM_EVENTS] = {EVENT_F, NF(EVENT_F), 1, EVENT_INS, EVENT_UPD},
+};
+_Static_assert(NF(TX_F) <= CM_FIELDS_MAX, "CM_FIELDS_MAX holds the widest data_type");
+
+int cm_type_of(const char *name)
+{
+    for (int i = 0; name && i < CM_TYPE_COUNT; i++)
+        if (strcmp(cm_type_names[i], name) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- checking ---- */
+
+/* A field's value and where failures go. */
+struct check {
+    struct arena *a;
+    struct cm_rec *rec;
+    const char *path;            /* "data[17]" or "data[17].items[0]", built on first need */
+    int64_t index, item;         /* to build path lazily; item -1 when not in an item */
+    const struct cm_check_env *env;
+};
+
+static const char *record_path(struct check *c)
+{
+    if (c->path)
+        return c->path;
+    const char *base = c->index >= 0 ? arena_printf(c->a, "data[%lld]", (long long)c->index)
+                                     : "data";
+    c->path = c->item >= 0 ? arena_printf(c->a, "%s.items[%lld]", base, (long long)c->item)
+                           : base;
+    return c->path;
+}
+
+static void fail_add(struct check *c, const char *name, const char *check_type,
+                     const char *reason)
+{
+    struct cm_rec *r = c->rec;
+    if (r->nfails < CM_FAILS_MAX) {
+        struct cm_fail *f = &r->fails[r->nfails];
+        const char *p = record_path(c);
+        f->field = name ? arena_printf(c->a, "%s.%s", p, name) : p;
+        f->check_type = check_type;
+        f->reason = reason;
+    }
+    r->nfails++;
+}
+
+/* A JSON number, or a string holding a plain decimal number (as CSV and XML carry them):
+ * optional sign, digits with an optional fraction, optional exponent; spaces around allowed. */
+static bool number_of(const json_t *v, double *ret)
+{
+    if (json_is_integer(v)) {
+        *ret = (double)json_integer_value(v);
+        return true;
+    }
+    if (json_is_real(v)) {
+        *ret = json_real_value(v);
+        return isfinite(*ret);
+    }
+    const char *s = json_string_value(v);
+    if (s == NULL)
+        return false;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    const char *p = s + (*s == '+' || *s == '-');
+    size_t digits = 0;
+    for (; isdigit((unsigned char)*p); p++)
+        digits++;
+    if (*p == '.')
+        for (p++; isdigit((unsigned char)*p); p++)
+            digits++;
+    if (digits == 0)
+        return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += *p == '+' || *p == '-';
+        if (!isdigit((unsigned char)*p))
+            return false;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p)
+        return false;
+    *ret = strtod(s, NULL);
+    return isfinite(*ret);
+}
+
+#define MONEY_MAX 1e14   /* units: beyond any real amount, and *10000 stays inside int64 */
+#define INT_MAX_V 9e15
+
+static void check_money(struct check *c, const struct fspec *f, const json_t *v, int i)
+{
+    double d;
+    if (!number_of(v, &d))
+        return fail_add(c, f->name, "validity",
+                        arena_printf(c->a, "%s must be a number", f->name));
+    if (fabs(d) > MONEY_MAX)
+        return fail_add(c, f->name, "validity",
+                        arena_printf(c->a, "%s is out of range", f->name));
+    if ((f->flags & NONNEG) && d < 0)
+        return fail_add(c, f->name, "accuracy",
+                        arena_printf(c->a, "%s must not be negative", f->name));
+    c->rec->num[i] = llround(d * 10000.0);
+    c->rec->has[i] = true;
+}
+
+static bool int_of(const json_t *v, int64_t *ret)
+{
+    if (json_is_integer(v)) {
+        *ret = json_integer_value(v);
+        return true;
+    }
+    double d;
+    if (!number_of(v, &d) || d != floor(d) || fabs(d) > INT_MAX_V)
+        return false;
+    *ret = (int64_t)d;
+    return true;
+}
+
+static void check_int(struct check *c, const struct fspec *f, const json_t *v, int64_t *out,
+                      bool *has)
+{
+    int64_t x;
+    if (!int_of(v, &x))
+        return fail_add(c, f->name, "validity",
+                        arena_printf(c->a, "%s must be an integer", f->name));
+    if ((f->flags & POS) && x <= 0)
+        return fail_add(c, f->name, "accuracy",
+                        arena_printf(c->a, "%s must be greater than 0", f->name));
+    if ((f->flags & NONNEG) && x < 0)
+        return fail_add(c, f->name, "accuracy",
+                        arena_printf(c->a, "%s must not be negative", f->name));
+    *out = x;
+    *has = true;
+}
+
+static void check_time(struct check *c, const struct fspec *f, const json_t *v, int i)
+{
+    const char *s = json_string_value(v);
+    int64_t ms;
+    if (s == NULL || clock_parse_iso8601(s, &ms) < 0)
+        return fail_add(c, f->name, "validity",
+                        arena_printf(c->a, "%s must be an ISO 8601 date-time", f->name));
+    if (ms > c->env->now_ms + CM_FUTURE_MS)
+        return fail_add(c, f->name, "accuracy",
+                        arena_printf(c->a, "%s is more than 24 hours in the future", f->name));
+    c->rec->num[i] = ms;
+    c->rec->has[i] = true;
+}
+
+/* Ids: a non-empty string of at most CM_ID_MAX bytes, or an integer (its decimal text). */
+static const char *id_of(struct check *c, const struct fspec *f, const json_t *v)
+{
+    if (json_is_integer(v))
+        return arena_printf(c->a, "%lld", (long long)json_integer_value(v));
+    const char *s = json_string_value(v);
+    if (s == NULL) {
+        fail_add(c, f->name, "validity",
+                 arena_printf(c->a, "%s must be a string or an integer", f->name));
+        return NULL;
+    }
+    size_t n = json_string_length(v);
+    if (n == 0) {
+        fail_add(c, f->name, (f->flags & REQ) ? "completeness" : "validity",
+                 arena_printf(c->a, "%s is empty", f->name));
+        return NULL;
+    }
+    if (n > CM_ID_MAX || memchr(s, 0, n)) {
+        fail_add(c, f->name, "validity",
+                 arena_printf(c->a, "%s must be at most %d characters of text", f->name,
+                              CM_ID_MAX));
+        return NULL;
+    }
+    return s;
+}
+
+static const char *text_of(struct check *c, const struct fspec *f, const json_t *v, size_t max)
+{
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (s == NULL || n > max || memchr(s, 0, n)) {
+        fail_add(c, f->name, "validity",
+                 arena_printf(c->a, "%s must be a string of at most %zu characters", f->name,
+                              max));
+        return NULL;
+    }
+    return s;
+}
+
+static const char *enum_of(struct check *c, const struct fspec *f, const json_t *v)
+{
+    const char *s = json_string_value(v);
+    for (int k = 0; s && f->values[k]; k++)
+        if (strcmp(s, f->values[k]) == 0)
+            return f->values[k];
+    char list[160] = "";
+    size_t used = 0;
+    for (int k = 0; f->values[k] && used < sizeof(list); k++)
+        used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", k ? ", " : "",
+                                 f->values[k]);
+    fail_add(c, f->name, "validity", arena_printf(c->a, "%s must be one of: %s", f->name, list));
+    return NULL;
+}
+
+static const char *currency_of(struct check *c, const struct fspec *f, const json_t *v)
+{
+    const char *s = json_string_value(v);
+    if (s && json_string_length(v) == 3 && isupper((unsigned char)s[0]) &&
+        isupper((unsigned char)s[1]) && isupper((unsigned char)s[2]))
+        return s;
+    fail_add(c, f->name, "validity",
+             arena_printf(c->a, "%s must be an ISO 4217 code: three capital letters", f->name));
+    return NULL;
+}
+
+static void check_bool(struct check *c, const struct fspec *f, const json_t *v, int i)
+{
+    static const char *const yes[] = {"true", "1", "yes"}, *const no[] = {"false", "0", "no"};
+    int b = -1;
+    if (json_is_boolean(v))
+        b = json_is_true(v);
+    else if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+        b = (int)json_integer_value(v);
+    else if (json_is_string(v))
+        for (int k = 0; k < 3 && b < 0; k++)
+            b = !strcasecmp(json_string_value(v), yes[k])  ? 1
+                : !strcasecmp(json_string_value(v), no[k]) ? 0
+                                                           : -1;
+    if (b < 0)
+        return fail_add(c, f->name, "validity",
+                        arena_printf(c->a, "%s must be true or false", f->name));
+    c->rec->num[i] = b;
+    c->rec->has[i] = true;
+}
+
+/* An absent (or null) field: required fails completeness; otherwise its default. */
+static void field_default(struct check *c, const struct fspec *f, int i)
+{
+    struct cm_rec *r = c->rec;
+    if ((f->flags & DEFTIME) && c->env->default_time >= 0) {
+        r->num[i] = c->env->default_time;
+        r->has[i] = true;
+    } else if (f->flags & REQ) {
+        fail_add(c, f->name, "completeness", arena_printf(c->a, "%s is required", f->name));
+    } else if (f->flags & EMPTY) {
+        r->txt[i] = "";
+    } else if (f->flags & DEFCUR) {
+        r->txt[i] = c->env->currency;
+    } else if (f->kind == F_ENUM) {
+        r->txt[i] = f->values[0];
+    } else if (f->kind == F_BOOL) {
+        r->num[i] = 1;
+        r->has[i] = true;
+    }
+}
+
+static void check_field(struct check *c, const struct fspec *f, const json_t *v, int i,
+                        const char **txt, int64_t *num, bool *has)
+{
+    switch (f->kind) {
+    case F_ID: *txt = id_of(c, f, v); break;
+    case F_TEXT: *txt = text_of(c, f, v, CM_TEXT_MAX); break;
+    case F_EMAIL:
+        *txt = text_of(c, f, v, 254);
+        if (*txt && !email_valid(*txt)) {
+            *txt = NULL;
+            fail_add(c, f->name, "validity",
+                     arena_printf(c->a, "%s must be an email address", f->name));
+        }
+        break;
+    case F_ENUM: *txt = enum_of(c, f, v); break;
+    case F_CURRENCY: *txt = currency_of(c, f, v); break;
+    case F_TIME: check_time(c, f, v, i); break;
+    case F_MONEY: check_money(c, f, v, i); break;
+    case F_INT: check_int(c, f, v, num, has); break;
+    case F_BOOL: check_bool(c, f, v, i); break;
+    }
+}
+
+static void check_items(struct check *c, const json_t *items)
+{
+    struct cm_rec *r = c->rec;
+    if (items == NULL || json_is_null(items))
+        return;
+    if (!json_is_array(items))
+        return fail_add(c, "items", "validity", "items must be an array of line items");
+    size_t n = json_array_size(items);
+    if (n > CM_ITEMS_MAX)
+        return fail_add(c, "items", "validity",
+                        arena_printf(c->a, "items holds more than %d lines", CM_ITEMS_MAX));
+    r->items = n ? arena_calloc(c->a, n * sizeof(*r->items)) : NULL;
+    struct check ic = *c;
+    for (size_t k = 0; k < n; k++) {
+        const json_t *it = json_array_get(items, k);
+        ic.item = (int64_t)k;
+        ic.path = NULL;
+        if (!json_is_object(it)) {
+            fail_add(&ic, NULL, "validity", "a line item must be an object");
+            continue;
+        }
+        struct cm_item *out = &r->items[k];
+        for (int i = 0; i < NF(ITEM_F); i++) {
+            const struct fspec *f = &ITEM_F[i];
+            const json_t *v = json_object_get(it, f->name);
+            if (v == NULL || json_is_null(v)) {
+                fail_add(&ic, f->name, "completeness",
+                         arena_printf(c->a, "%s is required", f->name));
+                continue;
+            }
+            bool has = false;
+            if (i == 0)
+                out->product_id = id_of(&ic, f, v);
+            else if (i == 1)
+                check_int(&ic, f, v, &out->quantity, &has);
+            else {
+                double d;
+                if (!number_of(v, &d))
+                    fail_add(&ic, f->name, "validity", "unit_price must be a number");
+                else if (fabs(d) > MONEY_MAX)
+                    fail_add(&ic, f->name, "validity", "unit_price is out of range");
+                else if (d < 0)
+                    fail_add(&ic, f->name, "accuracy", "unit_price must not be negative");
+                else
+                    out->unit_price_m = llround(d * 10000.0);
+            }
+        }
+    }
+    r->nitems = (int)n;
+}
+
+/* The natural id as text: the first field, or product/warehouse/time for inventory. */
+static void record_key(struct check *c, const struct tspec *t, const json_t *v)
+{
+    struct cm_rec *r = c->rec;
+    if (t->nkey == 1) {
+        r->key = r->txt[0];
+        if (r->key == NULL) { /* an invalid id may still name the record in its reject */
+            const json_t *id = json_object_get(v, t->f[0].name);
+            if (json_is_string(id) && json_string_length(id) <= CM_ID_MAX)
+                r->key = json_string_value(id);
+        }
+        return;
+    }
+    if (r->txt[0] == NULL || r->txt[1] == NULL || !r->has[2])
+        return;
+    char ts[40];
+    clock_iso8601(r->num[2], 1, ts, sizeof(ts));
+    r->key = r->txt[1][0] ? arena_printf(c->a, "%s/%s/%s", r->txt[0], r->txt[1], ts)
+                          : arena_printf(c->a, "%s/%s", r->txt[0], ts);
+}
+
+int cm_record_check(struct arena *a, enum cm_type type, const json_t *v, int64_t index,
+                    const struct cm_check_env *env, struct cm_rec *ret)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->type = type;
+    ret->index = index;
+    struct check c = {a, ret, NULL, index, -1, env};
+    const struct tspec *t = &TYPES[type];
+    if (!json_is_object(v)) {
+        fail_add(&c, NULL, "validity", "a record must be a JSON object");
+        return ret->nfails;
+    }
+    for (int i = 0; i < t->nf; i++) {
+        const struct fspec *f = &t->f[i];
+        const json_t *fv = json_object_get(v, f->name);
+        if (fv == NULL || json_is_null(fv))
+            field_default(&c, f, i);
+        else
+            check_field(&c, f, fv, i, &ret->txt[i], &ret->num[i], &ret->has[i]);
+    }
+    if (type == CM_ORDERS)
+        check_items(&c, json_object_get(v, "items"));
+    record_key(&c, t, v);
+    return ret->nfails;
+}
+
+/* ---- storing ---- */
+
+static bool field_is_text(const struct fspec *f)
+{
+    return f->kind == F_ID || f->kind == F_TEXT || f->kind == F_EMAIL || f->kind == F_ENUM ||
+           f->kind == F_CURRENCY;
+}
+
+static void bind_record(sqlite3_stmt *st, const struct tspec *t, const struct cm_origin *o,
+                        const struct cm_rec *r)
+{
+    sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+    for (int i = 0; i < t->nf; i++) {
+        if (field_is_text(&t->f[i]) && r->txt[i])
+            sqlite3_bind_text(st, i + 2, r->txt[i], -1, SQLITE_STATIC);
+        else if (!field_is_text(&t->f[i]) && r->has[i])
+            sqlite3_bind_int64(st, i + 2, r->num[i]);
+        /* else NULL: db_stmt cleared the bindings */
+    }
+    sqlite3_bind_text(st, t->nf + 2, o->source_id, -1, SQLITE_STATIC);
+    if (o->batch_id)
+        sqlite3_bind_text(st, t->nf + 3, o->batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, t->nf + 4, o->now_ms);
+}
+
+static int step_done(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    int rc = sqlite3_step(st);
+    return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+}
+
+static int items_store(struct db *db, const struct cm_origin *o, const struct cm_rec *r, bool dup)
+{
+    sqlite3_stmt *st;
+    int rc;
+    if (dup) {
+        st = db_stmt(db, ITEMS_DEL);
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
+        if ((rc = step_done(st)) < 0)
+            return rc;
+    }
+    for (int k = 0; k < r->nitems; k++) {
+        st = db_stmt(db, ITEM_INS);
+        if (st == NULL)
+            return TS_E_INTERNAL;
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, k);
+        sqlite3_bind_text(st, 4, r->items[k].product_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, r->items[k].quantity);
+        sqlite3_bind_int64(st, 6, r->items[k].unit_price_m);
+        if ((rc = step_done(st)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *r,
+                    bool *ret_dup)
+{
+    const struct tspec *t = &TYPES[r->type];
+    sqlite3_stmt *st = db_stmt(db, t->insert);
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    bind_record(st, t, o, r);
+    int rc = step_done(st);
+    if (rc < 0)
+        return rc;
+    bool dup = sqlite3_changes(db_handle(db)) == 0;
+    if (dup) { /* the id is stored already: this record replaces it */
+        st = db_stmt(db, t->update);
+        if (st == NULL)
+            return TS_E_INTERNAL;
+        bind_record(st, t, o, r);
+        if ((rc = step_done(st)) < 0)
+            return rc;
+    }
+    if (r->type == CM_ORDERS && (rc = items_store(db, o, r, dup)) < 0)
+        return rc;
+    *ret_dup = dup;
+    return 0;
+}
+
+int cm_record_reject(struct db *db, const struct cm_origin *o, const struct cm_rec *r)
+{
+    int n = r->nfails < CM_FAILS_MAX ? r->nfails : CM_FAILS_MAX;
+    for (int i = 0; i < n; i++) {
+        sqlite3_stmt *st = db_stmt(db, REJECT_INS);
+        if (st == NULL)
+            return TS_E_INTERNAL;
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        if (o->batch_id)
+            sqlite3_bind_text(st, 2, o->batch_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, o->source_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, cm_type_names[r->type], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, r->index < 0 ? 0 : r->index);
+        if (r->key)
+            sqlite3_bind_text(st, 6, r->key, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 7, r->fails[i].field, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 8, r->fails[i].check_type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, r->fails[i].reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 10, o->now_ms);
+        int rc = step_done(st);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}

@@ -1,0 +1,92 @@
+/* Canonical commerce records (README "Canonical records"): what each data_type means, the check
+ * of one record against it, and its upsert by natural id into the base tables of schema/012. */
+#ifndef TS_COMMERCE_RECORDS_H
+#define TS_COMMERCE_RECORDS_H
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/arena.h"
+#include "store/db.h"
+
+enum cm_type {
+    CM_ORDERS,
+    CM_TRANSACTIONS,
+    CM_PRODUCTS,
+    CM_CUSTOMERS,
+    CM_INVENTORY,
+    CM_EVENTS,
+    CM_TYPE_COUNT
+};
+
+/* The data_type names, in enum order; "events" is Tessera's addition to the contract's enum. */
+extern const char *const cm_type_names[CM_TYPE_COUNT];
+/* The enum value of a data_type name, or -1. */
+int cm_type_of(const char *name);
+
+#define CM_ID_MAX 128          /* ids: non-empty, at most this many bytes */
+#define CM_TEXT_MAX 512        /* other text fields */
+#define CM_ITEMS_MAX 1000      /* line items per order */
+#define CM_FAILS_MAX 8         /* failures kept per record (the rest are counted) */
+#define CM_FUTURE_MS (24 * 3600 * 1000LL) /* later than now + this is not a real time */
+#define CM_FIELDS_MAX 10       /* fields of the widest data_type */
+
+/* One failed check of a record: "data[17].total", "completeness", "total is required". */
+struct cm_fail {
+    const char *field;
+    const char *check_type;    /* completeness, validity, accuracy */
+    const char *reason;
+};
+
+struct cm_item {
+    const char *product_id;
+    int64_t quantity;
+    int64_t unit_price_m;
+};
+
+/* A checked record: each field of its type's table as text (txt) or integer (num), absent
+ * fields NULL / has = false. Text points into the JSON record or the check's arena, so the
+ * record lives as long as both. */
+struct cm_rec {
+    enum cm_type type;
+    int64_t index;             /* position in the batch; -1 for a stream record */
+    const char *key;           /* natural id as text (inventory: product_id/warehouse/time),
+                                * NULL when the record had none */
+    const char *txt[CM_FIELDS_MAX];
+    int64_t num[CM_FIELDS_MAX];
+    bool has[CM_FIELDS_MAX];
+    struct cm_item *items;
+    int nitems;
+    int nfails;                /* all failures; the first CM_FAILS_MAX are in fails */
+    struct cm_fail fails[CM_FAILS_MAX];
+};
+
+/* What a check needs besides the record. */
+struct cm_check_env {
+    const char *currency;      /* the tenant default for orders/transactions without one */
+    int64_t now_ms;            /* times later than now + CM_FUTURE_MS fail accuracy */
+    int64_t default_time;      /* the record's own time when it has none (stream requests
+                                * carry one), or -1 */
+};
+
+/* Checks record v (any JSON value) as a record of type. path is how failures name the record:
+ * index >= 0 gives "data[<index>]", index -1 gives "data". Fills *ret; returns ret->nfails
+ * (0 = valid). Failure text is allocated in a only when there is a failure. */
+int cm_record_check(struct arena *a, enum cm_type type, const json_t *v, int64_t index,
+                    const struct cm_check_env *env, struct cm_rec *ret);
+
+/* Where stored records come from. */
+struct cm_origin {
+    const char *tenant_id;
+    const char *source_id;
+    const char *batch_id;      /* NULL for stream records */
+    int64_t now_ms;            /* ingested_at, created_at of rejects */
+};
+
+/* Loop thread (writer): upserts a valid record by natural id (an order's items are replaced).
+ * *ret_dup is true when the id was already stored (the record updated it). 0 or an error. */
+int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *rec,
+                    bool *ret_dup);
+/* Loop thread: one cm_rejects row per listed failure of an invalid record. 0 or an error. */
+int cm_record_reject(struct db *db, const struct cm_origin *o, const struct cm_rec *rec);
+#endif

@@ -1,0 +1,94 @@
+"""Putting commerce data in through the real ingestion routes, for every commerce test.
+
+    from commerce_data import RATE_FLAGS, ingest, shop
+
+    server = Server(*RATE_FLAGS)              # limits high enough for a test module
+    api = Api(server)
+    s = shop(server, api, "acme")             # a tenant with one user per role, logged in
+    st = ingest(api, s["admin"], "orders", [{"order_id": "o1", "customer_id": "c1",
+                "created_at": "2025-01-02T10:00:00Z", "total": 12.5}])
+    assert st["status"] == "completed" and st["stored_records"] == 1
+
+ingest() posts POST /api/v1/ingest/batch and polls the batch status until the job has finished;
+it returns the final status `data` (BatchStatusResponse: status, validation_status, progress,
+stored_records, duplicate_records, errors [{record_index, record_id, field, check_type,
+message}], ...). A batch whose records were all rejected ends "failed", one with some rejected
+ends "completed" with validation_status "failed": check what your test expects.
+"""
+import time
+
+from accounts import bearer, login, tenant, user
+
+# Rate limits for a test module that makes many calls (the defaults are per hour).
+RATE_FLAGS = ["--rate-limit", "commerce=100000/60", "--rate-limit", "analytics=100000/60",
+              "--rate-limit", "stream=1000000/60"]
+
+ROLES = ("admin", "manager", "developer", "viewer")
+
+
+def shop(server, api, name, roles=ROLES):
+    """Creates tenant <name> (domain <name>.example) with one user per role and logs each in.
+    Returns {"tenant": {...id...}, "domain": ..., "<role>": access token, ...}."""
+    domain = f"{name}.example"
+    out = {"tenant": tenant(server.data, name.title(), domain), "domain": domain}
+    for role in roles:
+        email = f"{role}@{domain}"
+        user(server.data, domain, email, role)
+        out[role] = login(api, email)["access_token"]
+    return out
+
+
+def post_batch(api, token, data_type, records, source_id="test-src", format="json",
+               metadata=None):
+    """POST /api/v1/ingest/batch with a JSON body; returns the httpx response."""
+    body = {"source_id": source_id, "data_type": data_type, "format": format, "data": records}
+    if metadata is not None:
+        body["metadata"] = metadata
+    return api.post("/api/v1/ingest/batch", headers=bearer(token), json=body)
+
+
+def post_body(api, token, content, content_type, data_type, source_id="test-src", **query):
+    """POST /api/v1/ingest/batch with a CSV / NDJSON / XML body (content: str or bytes);
+    query: columns=, date_format=, no_header=, schema_version= ... Returns the response."""
+    params = {"source_id": source_id, "data_type": data_type, **query}
+    if isinstance(content, str):
+        content = content.encode()
+    return api.post("/api/v1/ingest/batch", headers={**bearer(token), "Content-Type": content_type},
+                    params=params, content=content)
+
+
+def wait_batch(api, token, batch_id, timeout=60):
+    """Polls the batch status until it is no longer processing; returns its data."""
+    deadline = time.time() + timeout
+    delay = 0.01
+    while True:
+        r = api.get(f"/api/v1/ingest/batches/{batch_id}/status", headers=bearer(token))
+        assert r.status_code == 200, r.text
+        data = r.json()["data"]
+        if data["status"] != "processing":
+            return data
+        assert time.time() < deadline, f"batch {batch_id} still processing: {data}"
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def ingest(api, token, data_type, records, source_id="test-src", timeout=60, **kw):
+    """Posts records as one JSON batch (kw: format=, metadata=) and waits for the job.
+    Returns the final BatchStatusResponse data. Fails the test if the batch is not accepted."""
+    r = post_batch(api, token, data_type, records, source_id=source_id, **kw)
+    assert r.status_code == 201, r.text
+    return wait_batch(api, token, r.json()["data"]["batch_id"], timeout=timeout)
+
+
+def ingest_body(api, token, content, content_type, data_type, source_id="test-src", timeout=60,
+                **query):
+    """As ingest(), for a CSV / NDJSON / XML body (see post_body)."""
+    r = post_body(api, token, content, content_type, data_type, source_id=source_id, **query)
+    assert r.status_code == 201, r.text
+    return wait_batch(api, token, r.json()["data"]["batch_id"], timeout=timeout)
+
+
+def ingest_many(api, token, data_type, records, source_id="test-src", size=10000, **kw):
+    """Ingests any number of records in batches of at most `size`; returns the statuses."""
+    return [ingest(api, token, data_type, records[i:i + size], source_id=source_id, **kw)
+            for i in range(0, len(records), size)]
