@@ -3,7 +3,7 @@
 A seeded dataset with planted behaviour (frequent big spenders, regulars, lapsed frequent
 buyers, lapsed light buyers, one-order new customers, middling ones; cancelled and refunded
 orders, orders after as_of, a second currency, web events, and a second tenant reusing ids)
-goes in through the records store, and every figure the routes answer is checked against the
+goes in through the batch ingestion route, and every figure the routes answer is checked against the
 RFM computation written out again here in Python from the same records."""
 import math
 import random
@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from accounts import bearer, login, tenant, user
+from commerce_data import RATE_FLAGS, ingest_many
 from conftest import Api, Server
 
 DAY = 86400000
@@ -245,78 +246,10 @@ def check_segments(body, orders, as_of, currency, period_days=90):
     return exp
 
 
-# ---- getting records in ----
-
-class Store:
-    """Records into the tenant's commerce tables: through the batch ingestion route once
-    tests/api/commerce_data.py offers ingest(), else straight into SQLite."""
-
-    def __init__(self, api, server, data):
-        self.api, self.server, self.data = api, server, data
-        try:
-            from commerce_data import ingest
-            self.ingest = ingest
-        except ImportError:
-            self.ingest = None
-
-    def put(self, token, tenant_id, data_type, records):
-        if not records:
-            return
-        if self.ingest:
-            for i in range(0, len(records), 5000):
-                self.ingest(self.api, token, data_type, records[i:i + 5000])
-            return
-        import os
-        import sqlite3
-        db = sqlite3.connect(os.path.join(self.data, "tessera.db"), timeout=30)
-        rows = getattr(self, "_" + data_type)(tenant_id, records)
-        for sql, values in rows:
-            db.executemany(sql, values)
-        db.commit()
-        db.close()
-
-    @staticmethod
-    def _orders(t, recs):
-        orders, items = [], []
-        for o in recs:
-            orders.append((t, o["order_id"], o["customer_id"], ms_of(o["created_at"]), money(o["total"]),
-                           o.get("currency") or "USD", o.get("status") or "placed", o.get("channel") or "",
-                           o.get("region") or "", "test-src", 0))
-            for k, i in enumerate(o.get("items", [])):
-                items.append((t, o["order_id"], k, i["product_id"], i["quantity"], money(i["unit_price"])))
-        return [("INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, status,"
-                 " channel, region, source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?,?,?,?)", orders),
-                ("INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, unit_price_m)"
-                 " VALUES(?,?,?,?,?,?)", items)]
-
-    @staticmethod
-    def _products(t, recs):
-        return [("INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, cost_m, source_id,"
-                 " ingested_at) VALUES(?,?,?,?,?,?,?,?)",
-                 [(t, p["product_id"], p["name"], p.get("category") or "",
-                   money(p["price"]) if p.get("price") is not None else None,
-                   money(p["cost"]) if p.get("cost") is not None else None, "test-src", 0) for p in recs])]
-
-    @staticmethod
-    def _customers(t, recs):
-        return [("INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, region, source_id,"
-                 " ingested_at) VALUES(?,?,?,?,?,?,?,?)",
-                 [(t, c["customer_id"], ms_of(c["created_at"]) if c.get("created_at") else None, c.get("email"),
-                   c.get("name"), c.get("region") or "", "test-src", 0) for c in recs])]
-
-    @staticmethod
-    def _events(t, recs):
-        return [("INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, product_id,"
-                 " source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?,?)",
-                 [(t, e["event_id"], e["type"], ms_of(e["timestamp"]), e["session_id"], e.get("customer_id"),
-                   e.get("product_id"), "test-src", 0) for e in recs])]
-
-    @staticmethod
-    def _inventory(t, recs):
-        return [("INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, source_id,"
-                 " ingested_at) VALUES(?,?,?,?,?,?,?)",
-                 [(t, v["product_id"], v.get("warehouse") or "", ms_of(v["timestamp"]), v["quantity"],
-                   "test-src", 0) for v in recs])]
+def put(api, token, data_type, records):
+    """Through the batch ingestion route; every record must be stored."""
+    for st in ingest_many(api, token, data_type, records, size=5000):
+        assert st["status"] == "completed" and st["errors"] == [], st
 
 
 # ---- the server ----
@@ -324,26 +257,23 @@ class Store:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("customers"))
-    acme = tenant(data, "Acme", "acme.example")
-    globex = tenant(data, "Globex", "globex.example")
+    tenant(data, "Acme", "acme.example")
+    tenant(data, "Globex", "globex.example")
     tenant(data, "Empty", "empty.example")
     user(data, "acme.example", "admin@acme.example", "admin")
     user(data, "acme.example", "viewer@acme.example", "viewer")
     user(data, "globex.example", "admin@globex.example", "admin")
     user(data, "empty.example", "viewer@empty.example", "viewer")
-    s = Server("--rate-limit", "auth=10000/60", "--rate-limit", "analytics=100000/60",
-               "--rate-limit", "commerce=100000/60", "--rate-limit", "stream=1000000/60", data=data)
+    s = Server("--rate-limit", "auth=10000/60", *RATE_FLAGS, data=data)
     a = Api(s)
-    tok = {k: bearer(login(a, f"{k.split('@')[0]}@{k.split('@')[1]}")["access_token"])
-           for k in ["admin@acme.example", "viewer@acme.example", "admin@globex.example",
-                     "viewer@empty.example"]}
+    raw = {k: login(a, k)["access_token"] for k in ["admin@acme.example", "viewer@acme.example",
+                                                    "admin@globex.example", "viewer@empty.example"]}
+    tok = {k: bearer(v) for k, v in raw.items()}
     A, G = acme_data(), globex_data()
-    store = Store(a, s, data)
-    for who, g, tid in [("admin@acme.example", A, acme["id"]), ("admin@globex.example", G, globex["id"])]:
-        store.put(tok[who], tid, "products", g.products)
-        store.put(tok[who], tid, "customers", g.customers)
-        store.put(tok[who], tid, "orders", g.orders)
-        store.put(tok[who], tid, "events", g.events)
+    for who, g in [("admin@acme.example", A), ("admin@globex.example", G)]:
+        for data_type, records in [("products", g.products), ("customers", g.customers),
+                                   ("orders", g.orders), ("events", g.events)]:
+            put(a, raw[who], data_type, records)
     yield {"api": a, "tok": tok, "acme": A, "globex": G, "viewer": tok["viewer@acme.example"]}
     a.close()
     s.stop()
