@@ -9,6 +9,7 @@ import math
 import random
 import statistics
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import pytest
 
@@ -35,7 +36,7 @@ def ms_of(s):
 
 
 def prof(cid):
-    return f"/api/v1/analytics/customers/{cid}/profile"
+    return f"/api/v1/analytics/customers/{quote(cid, safe='')}/profile"
 
 
 # ---- the dataset ----
@@ -82,7 +83,8 @@ class Gen:
             self.order(cid, AS_OF - int(a * DAY) - rng.randint(0, 3600) * 1000, **kw)
 
     def customer(self, cid, **kw):
-        self.customers.append({"customer_id": cid, "name": cid.title(), "email": f"{cid}@shop.example",
+        self.customers.append({"customer_id": cid, "name": cid.title(),
+                               "email": f"c{len(self.customers)}@shop.example",
                                "region": self.rng.choice(REGIONS), "created_at": iso(AS_OF - 600 * DAY), **kw})
 
     def session(self, cid, when, product_id, bought):
@@ -122,6 +124,8 @@ def acme_data():
         g.order(cid, AS_OF - 30 * DAY, status="refunded", price_lo=500, price_hi=900)
         g.order(cid, AS_OF + 2 * DAY, price_lo=500, price_hi=900)
     g.order("new-02", AS_OF + 5 * DAY)  # a new customer's second order, after as_of
+    g.customer("Zoë 7/b+c")  # an id that needs percent-encoding in the path
+    g.spread("Zoë 7/b+c", 2, 20, 80)
     g.customer("cxl-01")
     g.order("cxl-01", AS_OF - 10 * DAY, status="cancelled")
     g.customer("ghost-01")  # a customer record without orders
@@ -440,7 +444,7 @@ def check_profile(p, e, cid, currency="USD"):
 
 
 @pytest.mark.parametrize("cid", ["vip-01", "vip-02", "reg-01", "reg-04", "lap-03", "old-02",
-                                 "new-01", "new-02", "mid-03"])
+                                 "new-01", "new-02", "mid-03", "Zoë 7/b+c"])
 def test_profile_matches_independent_computation(world, cid):
     p = ok(get(world, prof(cid), as_of=iso(AS_OF)))
     check_profile(p, expected_profile(world["acme"], cid, AS_OF), cid)
@@ -520,6 +524,17 @@ def test_bad_input_names_the_field(world, path, params, field):
     assert e["success"] is False and e["error"]["code"] == "VALIDATION_ERROR"
     assert [f["field"] for f in e["error"]["field_errors"]] == [field]
     assert ok(get(world, SEG, as_of=iso(AS_OF)))["total_customers"] > 0  # still serving
+
+
+def test_read_api_key(world):
+    api = world["api"]
+    r = api.post("/api/v1/api-keys", headers=world["tok"]["admin@acme.example"],
+                 json={"name": "BI tool", "permissions": ["read"]})
+    assert r.status_code == 201, r.text
+    key = bearer(r.json()["key"])
+    body = ok(api.get(SEG, headers=key, params={"as_of": iso(AS_OF)}))
+    check_segments(body, world["acme"].orders, AS_OF, "USD")
+    assert ok(api.get(prof("vip-01"), headers=key, params={"as_of": iso(AS_OF)}))["customer_id"] == "vip-01"
 
 
 def test_requires_credentials(world):
