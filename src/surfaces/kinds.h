@@ -9,5 +9,6 @@ extern const size_t job_kinds_count;
 
 /* Run functions of the kinds, implemented beside the data they read. */
 int desk_export_job(struct job_run *r);   /* src/surfaces/desk/dashboard.c */
+int cm_rollup_job(struct job_run *r);     /* src/surfaces/commerce/rollup.c */
 int cm_ingest_job(struct job_run *r);     /* src/surfaces/commerce/ingest.c */
 #endif
