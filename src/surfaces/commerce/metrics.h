@@ -1,6 +1,7 @@
 /* The metric engine behind GET /api/v1/analytics/metrics, dashboard widgets and alert rules:
- * one query struct, one evaluator, figures from the ingested records (rollups where they
- * exist, base tables for what is not rolled up yet). Thread-safe: runs on any connection. */
+ * one query struct, one evaluator, figures from the ingested records (rollups for clean days,
+ * base tables for dirty days and for what no rollup carries; README "### Metrics and
+ * rollups"). Thread-safe: runs on any connection, the pool's read-only ones included. */
 #ifndef TS_COMMERCE_METRICS_H
 #define TS_COMMERCE_METRICS_H
 #include <jansson.h>
@@ -32,31 +33,40 @@ struct cm_metric_query {
     bool include_comparison;
 };
 
-/* Checks enums, span limits per granularity and the time zone. 0, or -1 with *field and
- * *message set (static or arena strings) for a 400 naming the field. */
+/* Checks enums, the aggregation against the metric, the filters against the metric (region,
+ * channel, currency and segments describe orders; categories products; conversion takes none),
+ * known segment names, span limits per granularity (hourly 31 days, daily 1096, weekly /
+ * monthly / quarterly 3653) and the time zone. 0, or -1 with *field and *message set (static
+ * or arena strings) for a 400 naming the field. */
 int cm_metric_query_check(const struct cm_metric_query *q, struct arena *a, const char **field,
                           const char **message);
 
 /* Fills q from a JSON object (a widget's configuration or an alert rule's query):
- * {"metric_type", "granularity", "aggregation", "time_window": "24h"|"7d"|... (ending at now_ms)
- * or "time_range": {"start","end"}, "timezone", "filters": {"product_category": [...],
- * "customer_segment": [...], "region": [...], "channel": [...], "currency": "EUR"},
- * "include_comparison"}. Strings point into obj (keep it alive) or the arena. Then checks it as
- * above. 0 or -1 with *field / *message. */
+ * {"metric_type", "granularity" (default daily), "aggregation", "time_window": "<n>m|h|d|w"
+ * such as "24h" or "7d" (the window ending at now_ms) or "time_range": {"start","end"} (ISO
+ * 8601), "timezone", "filters": {"product_category": [...], "customer_segment": [...],
+ * "region": [...], "channel": [...], "currency": "EUR"}, "include_comparison"}. A list may also
+ * be one string. Strings point into obj (keep it alive) or the arena. Then checks it as above.
+ * 0 or -1 with *field / *message. */
 int cm_metric_query_from_json(const json_t *obj, int64_t now_ms, struct arena *a,
                               struct cm_metric_query *q, const char **field, const char **message);
 
 struct cm_metric_result {
-    double total;                /* summary.total: the figure alert rules compare */
+    double total;                /* summary.total: the figure over the whole range, the one
+                                  * alert rules compare (README: per metric and aggregation) */
     double latest;               /* the last bucket's value */
     int64_t total_records;       /* records the figures came from */
     int64_t data_freshness_ms;   /* newest ingested_at among them (0: none) */
 };
 
-/* Evaluates q for tenant_id and writes the MetricsResponse object (section 2.1: metric_type,
- * time_range, granularity, data, summary, comparison when asked, metadata) as one JSON value
- * into w. query_time_ms and cache_hit in metadata are the caller's: pass them in. res may be
- * NULL. 0, or a TS_E_* code with err set. */
+/* Evaluates q (checked by cm_metric_query_check) for tenant_id in one read snapshot of db
+ * (a SAVEPOINT, so it also works inside the loop's write transaction) and writes the
+ * MetricsResponse object (section 2.1: metric_type, time_range, granularity, aggregation,
+ * timezone, data, summary, comparison when asked, metadata) as one JSON value into w.
+ * metadata.query_time_ms is measured here, from the call to the end of the figures;
+ * metadata.cache_hit is written as given: pass true only when these figures are being
+ * replayed from a cache of yours (the route passes false: nothing is cached). res may be NULL.
+ * 0, or a TS_E_* code with err set (nothing written to w then). */
 int cm_metric_eval(sqlite3 *db, const char *tenant_id, const struct cm_metric_query *q,
                    bool cache_hit, struct jw *w, struct cm_metric_result *res, char *err,
                    size_t errlen);
