@@ -7,7 +7,6 @@ Also: the source and data-type filters, bad input one field at a time, and tenan
 The server runs on the test clock (TESSERA_TEST_CLOCK_FILE): three phases of ingestion two
 days apart, so a range's halves hold different phases and the trend can be checked."""
 import json
-import math
 import os
 import random
 import re
@@ -18,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from accounts import bearer, login, tenant, user
+from commerce_data import RATE_FLAGS, ingest
 from conftest import Api, Server
 
 MIN = 60 * 1000
@@ -64,6 +64,7 @@ REFUSED = {  # problem -> (issue_type, field, check)
     "far_future": ("future_timestamp", "created_at", "accuracy"),
     "zero_quantity": ("invalid_quantity", "items[].quantity", "accuracy"),
     "negative_stock": ("invalid_quantity", "quantity", "accuracy"),
+    "bad_event_type": ("invalid_enum", "type", "validity"),
 }
 
 
@@ -204,6 +205,8 @@ class Gen:
             elif p == "page_view":  # a page view names no product: not a gap
                 r["type"] = "page_view"
                 del r["product_id"]
+            elif p == "bad_event_type":
+                r["type"] = "hover"
             else:
                 raise AssertionError(p)
         return r
@@ -278,6 +281,16 @@ class Model:
         self.batches.append((source, dtype, at, dups, batch_id))
         return dups
 
+    def streamed(self, source, dtype, r, problems, at):
+        """one record sent to POST /ingest/stream (no batch: duplicates are not counted)"""
+        bad = [REFUSED[p] for p in problems if p in REFUSED]
+        k, shown = natural_id(dtype, r)
+        if bad:
+            self.refused.append(dict(source=source, type=dtype, batch=None, index=0, key=shown,
+                                     issues=bad, at=at))
+        else:
+            self.stored[dtype][k] = (r, source, at, shown)
+
     # ---- stored-record checks, in Python ----
     def refs(self):
         return {"customers": {k for k in self.stored["customers"]},
@@ -331,7 +344,9 @@ class Model:
         def keep(src, t, at):
             return start <= at < end and source in (None, src) and dtype in (None, t)
 
-        for rj in sorted(self.refused, key=lambda x: (x["source"], x["type"], x["batch"], x["index"])):
+        # stream records (no batch) sort first, as NULL does in SQLite
+        for rj in sorted(self.refused, key=lambda x: (x["source"], x["type"], x["batch"] or "",
+                                                      x["index"], x["at"])):
             if not keep(rj["source"], rj["type"], rj["at"]):
                 continue
             g = group(rj["source"], rj["type"])
@@ -450,21 +465,6 @@ class Clock:
         return int(time.time() * 1000) + self.offset
 
 
-def ingest(api, tok, source, dtype, records):
-    r = api.post("/api/v1/ingest/batch", headers=bearer(tok),
-                 json={"source_id": source, "data_type": dtype, "format": "json", "data": records})
-    assert r.status_code == 201, r.text
-    bid = r.json()["data"]["batch_id"]
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        st = api.get(f"/api/v1/ingest/batches/{bid}/status", headers=bearer(tok)).json()["data"]
-        if st["status"] in ("completed", "failed"):
-            assert st["status"] == "completed", st
-            return bid, st
-        time.sleep(0.05)
-    raise AssertionError("batch did not complete")
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quality")
@@ -476,8 +476,7 @@ def world(tmp_path_factory):
     user(data, "acme.example", "viewer@acme.example", "viewer")
     user(data, "globex.example", "admin@globex.example", "admin")
     clock = Clock(tmp / "clock")
-    s = Server("--jwt-ttl", "604800", "--rate-limit", "commerce=100000/60", "--rate-limit",
-               "analytics=100000/60", "--rate-limit", "stream=1000000/60", data=data,
+    s = Server("--jwt-ttl", "604800", *RATE_FLAGS, data=data,
                env={"TESSERA_TEST_CLOCK_FILE": str(clock.path)})
     api = Api(s)
     tok = {k: login(api, k)["access_token"]
@@ -487,7 +486,9 @@ def world(tmp_path_factory):
     model, model_b = Model(), Model()
 
     def send(mdl, t, source, dtype, records, problems):
-        bid, st = ingest(api, t, source, dtype, records)
+        st = ingest(api, t, dtype, records, source_id=source)
+        assert st["status"] == "completed", st
+        bid = st["batch_id"]
         dups = mdl.sent(source, dtype, records, problems, bid, clock.now())
         assert st["duplicate_records"] == dups, (st, dups)
         return bid
@@ -527,6 +528,14 @@ def world(tmp_path_factory):
          [g.inventory(good_p[i], "main", t0 - (i + 1) * HOUR, pr) for i, pr in enumerate(ip)], ip)
     vp = plan(rng, 8, no_product=2, unknown_product=1, page_view=2)
     send(model, A, "shop-web", "events", [g.event(f"EV{i:02d}", pr, good_p, good_c) for i, pr in enumerate(vp, 1)], vp)
+    # events one at a time through the stream route: a refused one is kept for the report
+    for eid, pr in [("LIVE1", ["bad_event_type"]), ("LIVE2", []), ("LIVE3", ["bad_event_type"]),
+                    ("LIVE4", ["no_product"])]:
+        ev = g.event(eid, pr, good_p, good_c)
+        r = api.post("/api/v1/ingest/stream", headers=bearer(A), json={
+            "source_id": "shop-web", "data_type": "events", "timestamp": ev["timestamp"], "data": ev})
+        assert r.status_code == (400 if pr and pr[0] in REFUSED else 202), r.text
+        model.streamed("shop-web", "events", ev, pr, clock.now())
 
     # tenant B: the same source and type names, its own small data
     gb = Gen(random.Random(SEED + 1), t0)
@@ -643,6 +652,11 @@ def test_planted_problems_are_counted(world):
     assert missing["severity"] == "medium"                     # 23 of 35 records: escalated
     cons = [c for c in erp["checks_performed"] if c["check_type"] == "consistency"][0]
     assert "duplicate" not in cons["details"]
+    # stream records: the two refused ones are named by their ids; 8 batch + 4 stream records
+    ev = fetch(world, t0 - DAY, t0 + 6 * DAY, source_id="shop-web", data_type="events")["reports"][0]
+    enum = {i["issue_type"]: i for i in ev["issues_found"]}["invalid_enum"]
+    assert (enum["count"], enum["severity"], enum["sample_records"]) == (2, "high", ["LIVE1", "LIVE3"])
+    assert "2 of 12 records were refused as invalid" in ev["checks_performed"][3]["details"]
 
 
 def test_consistency_only_against_reference_data_that_was_sent(world):
