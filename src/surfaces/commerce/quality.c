@@ -37,11 +37,12 @@
 #include "core/clock.h"
 #include "store/db.h"
 #include "surfaces/commerce/common.h"
+#include "surfaces/commerce/rfm.h"
 
 #define DQ_SAMPLES 5            /* sample_records per issue */
 #define DQ_FIELDS 8             /* fields named per issue */
 #define DQ_REC_SEEN 16          /* (issue, field) pairs remembered per refused record */
-#define DQ_MAX_GROUPS 10000     /* (source, data type) pairs in one answer */
+#define DQ_MAX_GROUPS 1000      /* reports in one answer (a few KiB each) */
 #define DQ_BUCKETS 1024
 #define DQ_PASS 95.0
 #define DQ_TREND_POINTS 2.0
@@ -97,13 +98,14 @@ static const struct issue_kind {
         "(dates as ISO 8601 such as 2024-05-01T12:00:00Z, currency as a 3-letter ISO 4217 "
         "code). Fix the export's formatting (or pass date_format for CSV) and re-send."},
     [IS_INVALID_TYPE] = {"invalid_type", CK_VALIDITY, SEV_HIGH,
-        "These records were refused: the fields named here have the wrong type (numbers as "
-        "text that is not a number, a record that is not an object, items that are not a "
-        "list). Send plain numbers without currency signs or thousands separators."},
+        "These records were refused: the fields named here have the wrong type or range "
+        "(text where a number belongs, items that are not a list of objects, active that is "
+        "not true or false). Send plain numbers without currency signs or thousands "
+        "separators."},
     [IS_NEGATIVE_AMOUNT] = {"negative_amount", CK_ACCURACY, SEV_MEDIUM,
-        "Amounts are negative where they cannot be. Send refunds as transactions with "
-        "type refund instead of negative sales, and order totals, prices and costs as "
-        "amounts of at least 0."},
+        "Amounts are negative where they cannot be. Send a refund as a transaction with type "
+        "refund and a positive amount rather than a negative sale, and order totals, prices "
+        "and costs of at least 0."},
     [IS_INVALID_QUANTITY] = {"invalid_quantity", CK_ACCURACY, SEV_MEDIUM,
         "Quantities are out of range (item quantities must be whole numbers above 0, stock "
         "levels 0 or more). Check the export's unit conversions and re-send."},
@@ -251,7 +253,7 @@ static const struct dq_type_spec {
 
 static int type_find(const char *name)
 {
-    for (int i = 0; i < T_N; i++)
+    for (int i = 0; name && i < T_N; i++)
         if (strcmp(type_specs[i].name, name) == 0)
             return i;
     return -1;
@@ -271,7 +273,7 @@ struct dq_issue_acc {
 
 /* Counts of one half of the range; a report's figures are the sum of both halves. */
 struct dq_counts {
-    int64_t total, refused;
+    int64_t total;
     int64_t expected;           /* stored records missing an expected field */
     int64_t hit[CK_N];          /* records that fail the check (completeness: refused ones) */
 };
@@ -281,7 +283,7 @@ struct dq_group {
     int type;
     struct dq_counts half[2];
     struct dq_issue_acc issue[IS_N];
-    int ndup_batches;
+    int ndup_batches;           /* batches with duplicates; the first DQ_SAMPLES named */
     const char *dup_batch[DQ_SAMPLES];
     struct dq_group *next;      /* hash chain */
 };
@@ -459,7 +461,6 @@ static void rec_flush(struct dq_run *run, struct dq_rec *r)
         return;
     struct dq_counts *c = &r->g->half[r->created_at >= run->mid];
     c->total++;
-    c->refused++;
     for (int ck = 0; ck < CK_N; ck++)
         c->hit[ck] += (r->checks >> ck) & 1;
     for (int i = 0; i < IS_N; i++) {
@@ -559,7 +560,7 @@ static int run_finish(struct dq_run *run, sqlite3_stmt *q, int rc)
         return db_err(rc);
     if (run->ngroups == DQ_MAX_GROUPS)
         return fail(run->h, TS_E_VALIDATION, "source_id",
-                    "more than 10000 source and data type pairs in the range: filter by "
+                    "more than 1000 source and data type pairs in the range: filter by "
                     "source_id or data_type");
     return 0;
 }
@@ -670,8 +671,9 @@ static int scan_duplicates(struct dq_run *run)
             continue;
         g->issue[IS_DUPLICATE].count += sqlite3_column_int64(q, 2);
         if (g->ndup_batches < DQ_SAMPLES)
-            g->dup_batch[g->ndup_batches++] =
+            g->dup_batch[g->ndup_batches] =
                 arena_strdup(run->h->arena, (const char *)sqlite3_column_text(q, 3));
+        g->ndup_batches++;
     }
     return run_finish(run, q, rc);
 }
@@ -683,7 +685,6 @@ static void counts_sum(const struct dq_group *g, struct dq_counts *ret)
     memset(ret, 0, sizeof(*ret));
     for (int h = 0; h < 2; h++) {
         ret->total += g->half[h].total;
-        ret->refused += g->half[h].refused;
         ret->expected += g->half[h].expected;
         for (int ck = 0; ck < CK_N; ck++)
             ret->hit[ck] += g->half[h].hit[ck];
@@ -899,11 +900,13 @@ static void write_issue(struct jw *w, struct arena *a, const struct dq_group *g,
     const char *action = issue_kinds[i].action;
     if (is->nfields)
         action = arena_printf(a, "%s Records per field: %s.", action, fields_list(a, is));
-    for (int k = 0; k < g->ndup_batches && i == IS_DUPLICATE; k++)
+    int shown = g->ndup_batches < DQ_SAMPLES ? g->ndup_batches : DQ_SAMPLES;
+    for (int k = 0; k < shown && i == IS_DUPLICATE; k++)
         action = arena_printf(a, "%s%s%s", action, k ? ", " : " Batches: ", g->dup_batch[k]);
+    if (i == IS_DUPLICATE && g->ndup_batches > shown)
+        action = arena_printf(a, "%s and %d more", action, g->ndup_batches - shown);
     if (i == IS_DUPLICATE && g->ndup_batches)
-        action = arena_printf(a, "%s%s.", action,
-                              g->ndup_batches == DQ_SAMPLES ? " and perhaps more" : "");
+        action = arena_printf(a, "%s.", action);
     jw_kstr(w, "suggested_action", action);
     jw_obj_close(w);
 }
@@ -1040,7 +1043,9 @@ static int reports(struct hctx *h)
     if (r < 0)
         return r;
     run->mid = run->start + (run->end - run->start) / 2;
-    r = scan_refs(run);
+    r = cm_an_read_begin(h->db);   /* every scan sees the same records */
+    if (r == 0)
+        r = scan_refs(run);
     if (r == 0)
         r = scan_rejects(run);
     int only = run->data_type ? type_find(run->data_type) : -1;
@@ -1049,6 +1054,7 @@ static int reports(struct hctx *h)
             r = scan_stored(run, t);
     if (r == 0)
         r = scan_duplicates(run);
+    cm_an_read_end(h->db);
     return r < 0 ? r : write_answer(run);
 }
 
