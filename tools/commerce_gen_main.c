@@ -21,6 +21,7 @@ struct out {
     int batch_size;
     FILE *f[CG_KIND_N];
     long in_file[CG_KIND_N], files[CG_KIND_N], total[CG_KIND_N];
+    long items;                  /* order line items written */
     char rec[RECORD_MAX];
     size_t len;
 };
@@ -215,6 +216,8 @@ static int write_cb(void *arg, const struct cg_record *r)
         fputc('\n', o->f[k]);
     o->in_file[k]++;
     o->total[k]++;
+    if (k == CG_ORDER)
+        o->items += r->u.order.nitems;
     if (o->format == F_BATCH && o->in_file[k] >= o->batch_size && close_file(o, k) < 0)
         return 1;
     return ferror(o->f[k] ? o->f[k] : stdout) ? 1 : 0;
@@ -391,6 +394,8 @@ int main(int argc, char **argv)
     for (int k = 0; k < CG_KIND_N; k++)
         if (wants[k])
             printf(",\"%s\":%ld", cg_kind_names[k], o.total[k]);
+    if (wants[CG_ORDER])
+        printf(",\"items\":%ld", o.items);
     printf(",\"files\":%ld}\n", o.files[0] + o.files[1] + o.files[2] + o.files[3] + o.files[4] +
                                      o.files[5]);
     return 0;
