@@ -326,7 +326,7 @@ def test_websocket_updates(env):
                 m = await next_msg(ws, lambda m: m["type"] == "widget_update")
                 assert m["widget_id"] != "inv", m
                 seen[m["widget_id"]] = m["data"]
-            assert time.monotonic() - t0 < 5
+            assert time.monotonic() - t0 < 6  # debounce 300 ms + evaluation, on a loaded CI machine
             assert seen["rev"]["value"] == pytest.approx(revenue(env["orders"]), abs=1e-6)
             assert seen["tx"]["summary"]["total"] == pytest.approx(len(counted(env["orders"])))
             assert await quiet(ws, 1.0) is None  # each change once
