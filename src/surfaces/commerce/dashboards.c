@@ -20,9 +20,7 @@
  *   DEBOUNCE_MS after the first record) the subscribed dashboards are re-evaluated and only
  *   widgets whose figures changed are sent; a PUT of the definition sends dashboard_refresh
  *   and every widget to all subscribers; DELETE sends an error and closes with 4404. */
-#include <errno.h>
 #include <jansson.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +30,6 @@
 #include "api/handler.h"
 #include "core/clock.h"
 #include "core/ids.h"
-#include "core/log.h"
 #include "http/ws.h"
 #include "jobs/pool.h"
 #include "store/db.h"
@@ -56,7 +53,7 @@
 #define CHANNELS_MAX 4096
 #define SESSIONS_MAX 10000
 #define CLOSE_DELETED 4404
-#define CHANNEL_NAME_MAX 160           /* commerce:dashboard:<tenant>:<dashboard> */
+#define CHANNEL_NAME_MAX 160         /* commerce:dashboard:<tenant>:<dashboard> */
 
 static const char *const categories[] = {"executive", "operations", "finance", "marketing", NULL};
 static const char *const widget_types[] = {"metric_card", "line_chart", "bar_chart",
@@ -83,7 +80,6 @@ static const char SQL_WIDGETS_DELETE[] =
 static const char SQL_WIDGET_INSERT[] =
     "INSERT INTO cm_widgets(tenant_id, dashboard_id, seq, widget_id, type, title, pos_x, pos_y,"
     " pos_w, pos_h, configuration, refresh_interval) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)";
-/* group_by keys: the distinct values among the tenant's orders in the query's range */
 
 bool cm__one_of(const char *s, const char *const *set)
 {
@@ -128,7 +124,6 @@ static int dash_find(struct hctx *h, struct cm_ddef **ret)
     *ret = d;
     return 0;
 }
-
 
 /* ---------- the widget cache (loop thread) ---------- */
 
