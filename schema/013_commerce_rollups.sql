@@ -39,6 +39,20 @@ CREATE TABLE cm_rollup_orders_day (
     PRIMARY KEY (tenant_id, day, region, channel, currency)
 ) WITHOUT ROWID;
 
+-- The same per UTC day and currency only (every region and channel): what queries without
+-- region/channel filters read, a row or two per day however many dimensions there are.
+CREATE TABLE cm_rollup_orders_currency_day (
+    tenant_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    orders INTEGER NOT NULL,
+    revenue_m INTEGER NOT NULL,
+    min_order_m INTEGER NOT NULL,
+    max_order_m INTEGER NOT NULL,
+    last_ingested_at INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, day, currency)
+) WITHOUT ROWID;
+
 -- Counted orders per UTC hour and currency (every region and channel): hourly buckets and
 -- days in time zones other than UTC without region/channel filters.
 CREATE TABLE cm_rollup_orders_hour (
@@ -73,6 +87,7 @@ CREATE TABLE cm_rollup_category_day (
     last_ingested_at INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, category, day, region, channel, currency)
 ) WITHOUT ROWID;
+CREATE INDEX cm_rollup_category_day_day ON cm_rollup_category_day(tenant_id, day);
 
 -- Per product × UTC day × currency, from the items of counted orders (for product analytics):
 --   orders     counted orders containing the product that day

@@ -739,7 +739,7 @@ def test_auth_roles_and_tenants(env):
 def check_rollup_tables(env):
     """Every rollup row of the tenant equals a recomputation from the records sent."""
     s, tid = env["shop"], env["tenant"]
-    want = {t: {} for t in ("od", "oh", "cat", "prod", "cust", "ev", "inv")}
+    want = {t: {} for t in ("od", "ocd", "oh", "cat", "prod", "cust", "ev", "inv")}
 
     def add(table, key, vals, kinds):
         cur = want[table].get(key)
@@ -754,6 +754,7 @@ def check_rollup_tables(env):
             continue
         d, t = o["ms"] // DAY, o["total_m"]
         add("od", (d, o["region"], o["channel"], o["currency"]), (1, t, t, t), "++<>")
+        add("ocd", (d, o["currency"]), (1, t, t, t), "++<>")
         add("oh", (o["ms"] // HOUR, o["currency"]), (1, t, t, t), "++<>")
         for cur in (o["currency"], ""):
             cust.setdefault((d, cur), set()).add(o["customer_id"])
@@ -770,6 +771,7 @@ def check_rollup_tables(env):
             add("prod", (d, p, o["currency"]), (1, qty, rev), "+++")
     want["od"] = {k: (v[0], v[1], v[2], v[3]) for k, v in want["od"].items()}
     want["oh"] = {k: (v[0], v[1], v[2], v[3]) for k, v in want["oh"].items()}
+    want["ocd"] = {k: (v[0], v[1], v[2], v[3]) for k, v in want["ocd"].items()}
     want["cust"] = {k: (len(cust[k]), v[0], v[1]) for k, v in want["cust"].items()}
     want["cat"] = {k: tuple(v) for k, v in want["cat"].items()}
     prod = {}
@@ -793,6 +795,8 @@ def check_rollup_tables(env):
     sql = {
         "od": "SELECT day, region, channel, currency, orders, revenue_m, min_order_m, max_order_m"
               " FROM cm_rollup_orders_day WHERE tenant_id = ?",
+        "ocd": "SELECT day, currency, orders, revenue_m, min_order_m, max_order_m"
+               " FROM cm_rollup_orders_currency_day WHERE tenant_id = ?",
         "oh": "SELECT hour, currency, orders, revenue_m, min_order_m, max_order_m"
               " FROM cm_rollup_orders_hour WHERE tenant_id = ?",
         "cat": "SELECT category, day, region, channel, currency, orders, revenue_m, quantity,"
@@ -805,7 +809,7 @@ def check_rollup_tables(env):
               " WHERE tenant_id = ?",
         "inv": "SELECT day, delta, snapshots FROM cm_rollup_inventory_day WHERE tenant_id = ?",
     }
-    nkey = {"od": 4, "oh": 2, "cat": 5, "prod": 3, "cust": 2, "ev": 1, "inv": 1}
+    nkey = {"od": 4, "ocd": 2, "oh": 2, "cat": 5, "prod": 3, "cust": 2, "ev": 1, "inv": 1}
     with db_ro(env["server"]) as c:
         assert c.execute("SELECT count(*) FROM cm_rollup_dirty WHERE tenant_id = ?",
                          (tid,)).fetchone()[0] == 0

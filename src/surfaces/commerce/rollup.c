@@ -96,6 +96,11 @@ static const char SQL_U_ORDERS_DAY[] =
     "SELECT day, sum(orders), sum(revenue_m), min(min_order_m), max(max_order_m),"
     " max(last_ingested_at), 0, 0 FROM cm_rollup_orders_day"
     " WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3" DIMS("") " GROUP BY day ORDER BY day";
+static const char SQL_U_ORDERS_CURRENCY_DAY[] =
+    "SELECT day, sum(orders), sum(revenue_m), min(min_order_m), max(max_order_m),"
+    " max(last_ingested_at), 0, 0 FROM cm_rollup_orders_currency_day"
+    " WHERE tenant_id = ?1 AND day >= ?2 AND day < ?3 AND (?6 IS NULL OR currency = ?6)"
+    " GROUP BY day ORDER BY day";
 static const char SQL_U_ORDERS_HOUR[] =
     "SELECT hour, sum(orders), sum(revenue_m), min(min_order_m), max(max_order_m),"
     " max(last_ingested_at), 0, 0 FROM cm_rollup_orders_hour"
@@ -147,7 +152,7 @@ static void plan_for(enum cm_src src, const struct cm_filter *f, struct plan *p)
         }
         p->base = f->segments ? SQL_B_ORDERS_SEG : SQL_B_ORDERS;
         if (!f->segments) {
-            p->day = SQL_U_ORDERS_DAY;
+            p->day = dims ? SQL_U_ORDERS_DAY : SQL_U_ORDERS_CURRENCY_DAY;
             p->hour = dims ? NULL : SQL_U_ORDERS_HOUR;
         }
         return;
@@ -556,6 +561,11 @@ static const struct rtable rtables[] = {
      " revenue_m, min_order_m, max_order_m, last_ingested_at)"
      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
      "DELETE FROM cm_rollup_orders_day WHERE tenant_id = ?1 AND day = ?2", 9},
+    {"SELECT ?4, currency, count(*), sum(total_m), min(total_m), max(total_m), max(ingested_at)"
+     DAY_ORDERS " GROUP BY currency",
+     "INSERT INTO cm_rollup_orders_currency_day(tenant_id, day, currency, orders, revenue_m,"
+     " min_order_m, max_order_m, last_ingested_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+     "DELETE FROM cm_rollup_orders_currency_day WHERE tenant_id = ?1 AND day = ?2", 7},
     {"SELECT ?5 + (created_at - ?2) / 3600000 AS h, currency, count(*), sum(total_m),"
      " min(total_m), max(total_m), max(ingested_at)" DAY_ORDERS " GROUP BY h, currency",
      "INSERT INTO cm_rollup_orders_hour(tenant_id, hour, currency, orders, revenue_m,"
