@@ -13,6 +13,7 @@
 #include "api/handler.h"
 #include "core/clock.h"
 #include "core/err.h"
+#include "core/json.h"
 
 enum fkind { F_ID, F_TEXT, F_TIME, F_MONEY, F_INT, F_ENUM, F_BOOL, F_CURRENCY, F_EMAIL };
 
@@ -33,15 +34,14 @@ struct fspec {
                                   * the field is optional */
 };
 
-/* A data_type: its fields (the first ones, up to nkey, are the natural id) and its upsert.
- * Both statements number their parameters the same way: ?1 tenant, ?2.. the fields in table
- * order, then source_id, batch_id, ingested_at. */
+/* A data_type: its fields, in the order of its table's columns (the first nkey are the natural
+ * id), and its statements. */
 struct tspec {
     const struct fspec *f;
     int nf;
     int nkey;
-    const char *insert;          /* ... ON CONFLICT DO NOTHING */
-    const char *update;          /* the same row by natural id */
+    const char *upsert;          /* the chunk's rows, by natural id */
+    const char *new_ids;         /* how many of the chunk's ids are new */
 };
 
 const char *const cm_type_names[CM_TYPE_COUNT] = {"orders",    "transactions", "products",
@@ -113,73 +113,107 @@ static const struct fspec ITEM_F[] = {
     {"unit_price", F_MONEY, REQ | NONNEG, NULL},
 };
 
-static const char ORDER_INS[] =
+/* Upserts of a chunk: ?1 tenant, ?2 a JSON array of rows (each an array of the fields in table
+ * order), ?3 source_id, ?4 batch_id, ?5 ingested_at. One statement per chunk, not one per
+ * record: with the rollup triggers on these tables every statement opens a statement journal,
+ * and its cost grows with what the enclosing savepoint has written, so fewer is much faster.
+ * Rows are upserted in array order, so of two records with one id in a chunk the later wins. */
+static const char ORDER_UPSERT[] =
     "INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, "
     "status, channel, region, source_id, batch_id, ingested_at) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
-    "ON CONFLICT(tenant_id, order_id) DO NOTHING";
-static const char ORDER_UPD[] =
-    "UPDATE cm_orders SET customer_id = ?3, created_at = ?4, total_m = ?5, currency = ?6, "
-    "status = ?7, channel = ?8, region = ?9, source_id = ?10, batch_id = ?11, ingested_at = ?12 "
-    "WHERE tenant_id = ?1 AND order_id = ?2";
-static const char TX_INS[] =
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
+    "value->>7, ?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, order_id) DO UPDATE SET customer_id = excluded.customer_id, "
+    "created_at = excluded.created_at, total_m = excluded.total_m, currency = excluded.currency, "
+    "status = excluded.status, channel = excluded.channel, region = excluded.region, "
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
+    "ingested_at = excluded.ingested_at";
+static const char TX_UPSERT[] =
     "INSERT INTO cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, order_id, "
     "customer_id, currency, channel, region, payment_method, source_id, batch_id, ingested_at) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
-    "ON CONFLICT(tenant_id, transaction_id) DO NOTHING";
-static const char TX_UPD[] =
-    "UPDATE cm_transactions SET amount_m = ?3, timestamp = ?4, type = ?5, order_id = ?6, "
-    "customer_id = ?7, currency = ?8, channel = ?9, region = ?10, payment_method = ?11, "
-    "source_id = ?12, batch_id = ?13, ingested_at = ?14 "
-    "WHERE tenant_id = ?1 AND transaction_id = ?2";
-static const char PRODUCT_INS[] =
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
+    "value->>7, value->>8, value->>9, ?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, transaction_id) DO UPDATE SET amount_m = excluded.amount_m, "
+    "timestamp = excluded.timestamp, type = excluded.type, order_id = excluded.order_id, "
+    "customer_id = excluded.customer_id, currency = excluded.currency, "
+    "channel = excluded.channel, region = excluded.region, "
+    "payment_method = excluded.payment_method, source_id = excluded.source_id, "
+    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at";
+static const char PRODUCT_UPSERT[] =
     "INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, cost_m, sku, active, "
-    "source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) "
-    "ON CONFLICT(tenant_id, product_id) DO NOTHING";
-static const char PRODUCT_UPD[] =
-    "UPDATE cm_products SET name = ?3, category = ?4, price_m = ?5, cost_m = ?6, sku = ?7, "
-    "active = ?8, source_id = ?9, batch_id = ?10, ingested_at = ?11 "
-    "WHERE tenant_id = ?1 AND product_id = ?2";
-static const char CUSTOMER_INS[] =
+    "source_id, batch_id, ingested_at) "
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
+    "?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, product_id) DO UPDATE SET name = excluded.name, "
+    "category = excluded.category, price_m = excluded.price_m, cost_m = excluded.cost_m, "
+    "sku = excluded.sku, active = excluded.active, source_id = excluded.source_id, "
+    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at";
+static const char CUSTOMER_UPSERT[] =
     "INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, region, channel, "
-    "source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
-    "ON CONFLICT(tenant_id, customer_id) DO NOTHING";
-static const char CUSTOMER_UPD[] =
-    "UPDATE cm_customers SET created_at = ?3, email = ?4, name = ?5, region = ?6, channel = ?7, "
-    "source_id = ?8, batch_id = ?9, ingested_at = ?10 WHERE tenant_id = ?1 AND customer_id = ?2";
-static const char INVENTORY_INS[] =
+    "source_id, batch_id, ingested_at) "
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?3, ?4, ?5 "
+    "FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, customer_id) DO UPDATE SET created_at = excluded.created_at, "
+    "email = excluded.email, name = excluded.name, region = excluded.region, "
+    "channel = excluded.channel, source_id = excluded.source_id, batch_id = excluded.batch_id, "
+    "ingested_at = excluded.ingested_at";
+static const char INVENTORY_UPSERT[] =
     "INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, "
     "reorder_level, source_id, batch_id, ingested_at) "
-    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
-    "ON CONFLICT(tenant_id, product_id, warehouse, timestamp) DO NOTHING";
-static const char INVENTORY_UPD[] =
-    "UPDATE cm_inventory SET quantity = ?5, reorder_level = ?6, source_id = ?7, batch_id = ?8, "
-    "ingested_at = ?9 WHERE tenant_id = ?1 AND product_id = ?2 AND warehouse = ?3 "
-    "AND timestamp = ?4";
-static const char EVENT_INS[] =
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, ?3, ?4, ?5 "
+    "FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, product_id, warehouse, timestamp) DO UPDATE SET "
+    "quantity = excluded.quantity, reorder_level = excluded.reorder_level, "
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
+    "ingested_at = excluded.ingested_at";
+static const char EVENT_UPSERT[] =
     "INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, "
-    "product_id, source_id, batch_id, ingested_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
-    "ON CONFLICT(tenant_id, event_id) DO NOTHING";
-static const char EVENT_UPD[] =
-    "UPDATE cm_events SET type = ?3, timestamp = ?4, session_id = ?5, customer_id = ?6, "
-    "product_id = ?7, source_id = ?8, batch_id = ?9, ingested_at = ?10 "
-    "WHERE tenant_id = ?1 AND event_id = ?2";
-static const char ITEMS_DEL[] = "DELETE FROM cm_order_items WHERE tenant_id = ? AND order_id = ?";
-static const char ITEM_INS[] =
+    "product_id, source_id, batch_id, ingested_at) "
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?3, ?4, ?5 "
+    "FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT(tenant_id, event_id) DO UPDATE SET type = excluded.type, "
+    "timestamp = excluded.timestamp, session_id = excluded.session_id, "
+    "customer_id = excluded.customer_id, product_id = excluded.product_id, "
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
+    "ingested_at = excluded.ingested_at";
+
+/* How many distinct natural ids of ?2 (a JSON array of ids; inventory: [product, warehouse,
+ * time] triples) are not stored yet: the chunk's records beyond these are duplicates. */
+#define NEW_IDS(table, col)                                                                    \
+    "SELECT count(*) FROM (SELECT DISTINCT value AS id FROM json_each(?2)) WHERE NOT EXISTS "   \
+    "(SELECT 1 FROM " table " WHERE tenant_id = ?1 AND " col " = id)"
+static const char ORDER_NEW[] = NEW_IDS("cm_orders", "order_id");
+static const char TX_NEW[] = NEW_IDS("cm_transactions", "transaction_id");
+static const char PRODUCT_NEW[] = NEW_IDS("cm_products", "product_id");
+static const char CUSTOMER_NEW[] = NEW_IDS("cm_customers", "customer_id");
+static const char EVENT_NEW[] = NEW_IDS("cm_events", "event_id");
+static const char INVENTORY_NEW[] =
+    "SELECT count(*) FROM (SELECT DISTINCT value AS id FROM json_each(?2)) WHERE NOT EXISTS "
+    "(SELECT 1 FROM cm_inventory WHERE tenant_id = ?1 AND product_id = id->>0 "
+    "AND warehouse = id->>1 AND timestamp = id->>2)";
+
+/* An order's items are replaced: the chunk's orders that were stored before lose theirs, then
+ * the items of each order's last record in the chunk go in. */
+static const char ITEMS_DEL[] =
+    "DELETE FROM cm_order_items WHERE tenant_id = ?1 AND order_id IN "
+    "(SELECT value FROM json_each(?2))";
+static const char ITEMS_INS[] =
     "INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, unit_price_m) "
-    "VALUES(?, ?, ?, ?, ?, ?)";
-static const char REJECT_INS[] =
+    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?2)";
+static const char REJECTS_INS[] =
     "INSERT INTO cm_rejects(tenant_id, batch_id, source_id, data_type, record_index, record_key, "
-    "field, check_type, reason, created_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "field, check_type, reason, created_at) "
+    "SELECT ?1, ?3, ?4, ?5, value->>0, value->>1, value->>2, value->>3, value->>4, ?6 "
+    "FROM json_each(?2)";
 
 #define NF(a) ((int)(sizeof(a) / sizeof(a[0])))
 static const struct tspec TYPES[CM_TYPE_COUNT] = {
-    [CM_ORDERS] = {ORDER_F, NF(ORDER_F), 1, ORDER_INS, ORDER_UPD},
-    [CM_TRANSACTIONS] = {TX_F, NF(TX_F), 1, TX_INS, TX_UPD},
-    [CM_PRODUCTS] = {PRODUCT_F, NF(PRODUCT_F), 1, PRODUCT_INS, PRODUCT_UPD},
-    [CM_CUSTOMERS] = {CUSTOMER_F, NF(CUSTOMER_F), 1, CUSTOMER_INS, CUSTOMER_UPD},
-    [CM_INVENTORY] = {INVENTORY_F, NF(INVENTORY_F), 3, INVENTORY_INS, INVENTORY_UPD},
-    [CM_EVENTS] = {EVENT_F, NF(EVENT_F), 1, EVENT_INS, EVENT_UPD},
+    [CM_ORDERS] = {ORDER_F, NF(ORDER_F), 1, ORDER_UPSERT, ORDER_NEW},
+    [CM_TRANSACTIONS] = {TX_F, NF(TX_F), 1, TX_UPSERT, TX_NEW},
+    [CM_PRODUCTS] = {PRODUCT_F, NF(PRODUCT_F), 1, PRODUCT_UPSERT, PRODUCT_NEW},
+    [CM_CUSTOMERS] = {CUSTOMER_F, NF(CUSTOMER_F), 1, CUSTOMER_UPSERT, CUSTOMER_NEW},
+    [CM_INVENTORY] = {INVENTORY_F, NF(INVENTORY_F), 3, INVENTORY_UPSERT, INVENTORY_NEW},
+    [CM_EVENTS] = {EVENT_F, NF(EVENT_F), 1, EVENT_UPSERT, EVENT_NEW},
 };
 _Static_assert(NF(TX_F) <= CM_FIELDS_MAX, "CM_FIELDS_MAX holds the widest data_type");
 
@@ -520,7 +554,8 @@ static void record_key(struct check *c, const struct tspec *t, const json_t *v)
         r->key = r->txt[0];
         if (r->key == NULL) { /* an invalid id may still name the record in its reject */
             const json_t *id = json_object_get(v, t->f[0].name);
-            if (json_is_string(id) && json_string_length(id) <= CM_ID_MAX)
+            size_t n = json_string_length(id);
+            if (json_is_string(id) && n > 0 && n <= CM_ID_MAX)
                 r->key = json_string_value(id);
         }
         return;
@@ -559,7 +594,7 @@ int cm_record_check(struct arena *a, enum cm_type type, const json_t *v, int64_t
     return ret->nfails;
 }
 
-/* ---- storing ---- */
+/* ---- chunks: checked records as JSON for the set-based statements ---- */
 
 static bool field_is_text(const struct fspec *f)
 {
@@ -567,21 +602,129 @@ static bool field_is_text(const struct fspec *f)
            f->kind == F_CURRENCY;
 }
 
-static void bind_record(sqlite3_stmt *st, const struct tspec *t, const struct cm_origin *o,
-                        const struct cm_rec *r)
+#define CHUNK_JSON_MAX (256u << 20)
+
+void cm_chunk_init(struct cm_chunk *c, enum cm_type type)
 {
-    sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+    memset(c, 0, sizeof(*c));
+    c->type = type;
+    buf_init(&c->rows, CHUNK_JSON_MAX);
+    buf_init(&c->ids, CHUNK_JSON_MAX);
+    buf_init(&c->items, CHUNK_JSON_MAX);
+    buf_init(&c->rejects, CHUNK_JSON_MAX);
+}
+
+void cm_chunk_release(struct cm_chunk *c)
+{
+    buf_release(&c->rows);
+    buf_release(&c->ids);
+    buf_release(&c->items);
+    buf_release(&c->rejects);
+}
+
+static void row_json(struct jw *w, const struct tspec *t, const struct cm_rec *r)
+{
+    jw_arr_open(w);
     for (int i = 0; i < t->nf; i++) {
-        if (field_is_text(&t->f[i]) && r->txt[i])
-            sqlite3_bind_text(st, i + 2, r->txt[i], -1, SQLITE_STATIC);
-        else if (!field_is_text(&t->f[i]) && r->has[i])
-            sqlite3_bind_int64(st, i + 2, r->num[i]);
-        /* else NULL: db_stmt cleared the bindings */
+        if (field_is_text(&t->f[i]))
+            jw_str(w, r->txt[i]);
+        else if (r->has[i])
+            jw_int(w, r->num[i]);
+        else
+            jw_null(w);
     }
-    sqlite3_bind_text(st, t->nf + 2, o->source_id, -1, SQLITE_STATIC);
-    if (o->batch_id)
-        sqlite3_bind_text(st, t->nf + 3, o->batch_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, t->nf + 4, o->now_ms);
+    jw_arr_close(w);
+}
+
+static void id_json(struct jw *w, const struct tspec *t, const struct cm_rec *r)
+{
+    if (t->nkey == 1)
+        return jw_str(w, r->txt[0]);
+    jw_arr_open(w); /* inventory: product, warehouse, time */
+    jw_str(w, r->txt[0]);
+    jw_str(w, r->txt[1]);
+    jw_int(w, r->num[2]);
+    jw_arr_close(w);
+}
+
+static void rejects_json(struct jw *w, const struct cm_rec *r)
+{
+    int n = r->nfails < CM_FAILS_MAX ? r->nfails : CM_FAILS_MAX;
+    for (int i = 0; i < n; i++) {
+        jw_arr_open(w);
+        jw_int(w, r->index < 0 ? 0 : r->index);
+        jw_str(w, r->key);
+        jw_str(w, r->fails[i].field);
+        jw_str(w, r->fails[i].check_type);
+        jw_str(w, r->fails[i].reason);
+        jw_arr_close(w);
+    }
+}
+
+/* The items of each order's last record in the chunk (walked from the end). */
+static int items_json(struct jw *w, const struct cm_rec *recs, int n)
+{
+    json_t *seen = json_object();
+    if (seen == NULL)
+        return TS_E_INTERNAL;
+    for (int k = n - 1; k >= 0; k--) {
+        const struct cm_rec *r = &recs[k];
+        if (r->nfails || json_object_get(seen, r->txt[0]))
+            continue;
+        json_object_set_new(seen, r->txt[0], json_true());
+        for (int i = 0; i < r->nitems; i++) {
+            jw_arr_open(w);
+            jw_str(w, r->txt[0]);
+            jw_int(w, i);
+            jw_str(w, r->items[i].product_id);
+            jw_int(w, r->items[i].quantity);
+            jw_int(w, r->items[i].unit_price_m);
+            jw_arr_close(w);
+        }
+    }
+    json_decref(seen);
+    return 0;
+}
+
+int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n)
+{
+    const struct tspec *t = &TYPES[c->type];
+    struct jw rows, ids, items, rejects;
+    jw_init(&rows, &c->rows);
+    jw_init(&ids, &c->ids);
+    jw_init(&items, &c->items);
+    jw_init(&rejects, &c->rejects);
+    jw_arr_open(&rows);
+    jw_arr_open(&ids);
+    jw_arr_open(&items);
+    jw_arr_open(&rejects);
+    for (int k = 0; k < n; k++) {
+        const struct cm_rec *r = &recs[k];
+        if (r->nfails) {
+            rejects_json(&rejects, r);
+            c->nrejected++;
+            continue;
+        }
+        row_json(&rows, t, r);
+        id_json(&ids, t, r);
+        c->nvalid++;
+        c->nitems += r->nitems;
+    }
+    int rc = c->type == CM_ORDERS && c->nitems ? items_json(&items, recs, n) : 0;
+    jw_arr_close(&rows);
+    jw_arr_close(&ids);
+    jw_arr_close(&items);
+    jw_arr_close(&rejects);
+    c->nrecords = n;
+    if (rc == 0)
+        rc = jw_finish(&rows);
+    if (rc == 0)
+        rc = jw_finish(&ids);
+    if (rc == 0)
+        rc = jw_finish(&items);
+    if (rc == 0)
+        rc = jw_finish(&rejects);
+    return rc < 0 ? TS_E_INTERNAL : 0;
 }
 
 static int step_done(sqlite3_stmt *st)
@@ -592,81 +735,64 @@ static int step_done(sqlite3_stmt *st)
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
 }
 
-static int items_store(struct db *db, const struct cm_origin *o, const struct cm_rec *r, bool dup)
+/* ?1 tenant and ?2 one of the chunk's JSON arrays. */
+static sqlite3_stmt *chunk_stmt(struct db *db, const char *sql, const struct cm_origin *o,
+                                const struct buf *json)
 {
-    sqlite3_stmt *st;
-    int rc;
-    if (dup) {
-        st = db_stmt(db, ITEMS_DEL);
+    sqlite3_stmt *st = db_stmt(db, sql);
+    if (st) {
         sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
-        if ((rc = step_done(st)) < 0)
-            return rc;
+        sqlite3_bind_text(st, 2, json->data, (int)json->len, SQLITE_STATIC);
     }
-    for (int k = 0; k < r->nitems; k++) {
-        st = db_stmt(db, ITEM_INS);
-        if (st == NULL)
-            return TS_E_INTERNAL;
-        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, k);
-        sqlite3_bind_text(st, 4, r->items[k].product_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, r->items[k].quantity);
-        sqlite3_bind_int64(st, 6, r->items[k].unit_price_m);
-        if ((rc = step_done(st)) < 0)
-            return rc;
-    }
-    return 0;
+    return st;
 }
 
-int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *r,
-                    bool *ret_dup)
+static int chunk_upsert(struct db *db, const struct cm_origin *o, const struct cm_chunk *c,
+                        int64_t *ret_dups)
 {
-    const struct tspec *t = &TYPES[r->type];
-    sqlite3_stmt *st = db_stmt(db, t->insert);
+    const struct tspec *t = &TYPES[c->type];
+    sqlite3_stmt *st = chunk_stmt(db, t->new_ids, o, &c->ids);
+    if (st == NULL || sqlite3_step(st) != SQLITE_ROW)
+        return TS_E_INTERNAL;
+    int64_t dups = c->nvalid - sqlite3_column_int64(st, 0);
+    st = chunk_stmt(db, t->upsert, o, &c->rows);
     if (st == NULL)
         return TS_E_INTERNAL;
-    bind_record(st, t, o, r);
+    sqlite3_bind_text(st, 3, o->source_id, -1, SQLITE_STATIC);
+    if (o->batch_id)
+        sqlite3_bind_text(st, 4, o->batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, o->now_ms);
     int rc = step_done(st);
-    if (rc < 0)
-        return rc;
-    bool dup = sqlite3_changes(db_handle(db)) == 0;
-    if (dup) { /* the id is stored already: this record replaces it */
-        st = db_stmt(db, t->update);
-        if (st == NULL)
-            return TS_E_INTERNAL;
-        bind_record(st, t, o, r);
-        if ((rc = step_done(st)) < 0)
-            return rc;
-    }
-    if (r->type == CM_ORDERS && (rc = items_store(db, o, r, dup)) < 0)
-        return rc;
-    *ret_dup = dup;
-    return 0;
+    if (rc == 0 && c->type == CM_ORDERS && dups > 0) /* only orders stored before have items */
+        rc = step_done(chunk_stmt(db, ITEMS_DEL, o, &c->ids));
+    if (rc == 0 && c->nitems > 0)
+        rc = step_done(chunk_stmt(db, ITEMS_INS, o, &c->items));
+    if (rc == 0)
+        *ret_dups = dups;
+    return rc;
 }
 
-int cm_record_reject(struct db *db, const struct cm_origin *o, const struct cm_rec *r)
+static int chunk_reject(struct db *db, const struct cm_origin *o, const struct cm_chunk *c)
 {
-    int n = r->nfails < CM_FAILS_MAX ? r->nfails : CM_FAILS_MAX;
-    for (int i = 0; i < n; i++) {
-        sqlite3_stmt *st = db_stmt(db, REJECT_INS);
-        if (st == NULL)
-            return TS_E_INTERNAL;
-        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
-        if (o->batch_id)
-            sqlite3_bind_text(st, 2, o->batch_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, o->source_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, cm_type_names[r->type], -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, r->index < 0 ? 0 : r->index);
-        if (r->key)
-            sqlite3_bind_text(st, 6, r->key, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 7, r->fails[i].field, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 8, r->fails[i].check_type, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 9, r->fails[i].reason, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 10, o->now_ms);
-        int rc = step_done(st);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
+    sqlite3_stmt *st = chunk_stmt(db, REJECTS_INS, o, &c->rejects);
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    if (o->batch_id)
+        sqlite3_bind_text(st, 3, o->batch_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, o->source_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, cm_type_names[c->type], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, o->now_ms);
+    return step_done(st);
+}
+
+int cm_chunk_store(struct db *db, const struct cm_origin *o, const struct cm_chunk *c,
+                   int64_t *ret_dups)
+{
+    int64_t dups = 0;
+    int rc = c->nvalid ? chunk_upsert(db, o, c, &dups) : 0;
+    if (rc == 0 && c->nrejected)
+        rc = chunk_reject(db, o, c);
+    if (rc == 0)
+        *ret_dups = dups;
+    return rc;
 }

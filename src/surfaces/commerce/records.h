@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "core/buf.h"
 #include "store/db.h"
 
 enum cm_type {
@@ -83,10 +84,26 @@ struct cm_origin {
     int64_t now_ms;            /* ingested_at, created_at of rejects */
 };
 
-/* Loop thread (writer): upserts a valid record by natural id (an order's items are replaced).
- * *ret_dup is true when the id was already stored (the record updated it). 0 or an error. */
-int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *rec,
-                    bool *ret_dup);
-/* Loop thread: one cm_rejects row per listed failure of an invalid record. 0 or an error. */
-int cm_record_reject(struct db *db, const struct cm_origin *o, const struct cm_rec *rec);
+/* Checked records made ready for the loop, as JSON arrays that a handful of set-based
+ * statements take: storing a chunk costs a few statements, not several per record. */
+struct cm_chunk {
+    enum cm_type type;
+    int nrecords, nvalid, nrejected, nitems;
+    struct buf rows;           /* [[fields in table order], ...] of the valid records */
+    struct buf ids;            /* [natural id, ...] of the valid records */
+    struct buf items;          /* orders: [[order_id, line, product_id, quantity, price_m], ...]
+                                * of each order's last record in the chunk */
+    struct buf rejects;        /* [[record_index, record_key, field, check_type, reason], ...] */
+};
+
+void cm_chunk_init(struct cm_chunk *c, enum cm_type type);
+void cm_chunk_release(struct cm_chunk *c);
+/* Any thread: adds n checked records (valid ones to rows, invalid ones' failures to rejects).
+ * Call once per chunk. 0 or TS_E_INTERNAL. */
+int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n);
+/* Loop thread (writer): upserts the valid records by natural id (the later of two with one id
+ * wins; an order's items are replaced) and inserts one cm_rejects row per listed failure.
+ * *ret_dups = valid records whose id was stored already or came earlier in the chunk. */
+int cm_chunk_store(struct db *db, const struct cm_origin *o, const struct cm_chunk *c,
+                   int64_t *ret_dups);
 #endif

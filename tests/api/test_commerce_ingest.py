@@ -1,0 +1,684 @@
+"""commerce ingestion (contracts/commerce.md section 1): batch request rules, per-record checks
+and rejects, upserts and duplicates, CSV / NDJSON / XML bodies (the real UCI Online Retail
+export), batch status, stream records, sources, permissions, tenant isolation, rate limits and
+a batch resumed after a restart. Every stored figure is compared with a computation here over
+the records the test sent, and read back straight from SQLite."""
+import csv
+import io
+import json
+import os
+import sqlite3
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from accounts import bearer, login, tenant, user
+from commerce_data import RATE_FLAGS, ingest, ingest_body, post_batch, post_body, wait_batch
+from conftest import SRC, Api, Server
+
+FIXTURES = os.path.join(SRC, "fixtures", "commerce")
+UCI_COLUMNS = "order_id,product_id,description,quantity,created_at,unit_price,customer_id,region"
+UCI_DATE = "%m-%d-%Y %H:%M"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def ms(iso):
+    return int((datetime.fromisoformat(iso.replace("Z", "+00:00")) - EPOCH).total_seconds() * 1000)
+
+
+def money(x):
+    """Ten-thousandths, rounded half away from zero, as the server stores money."""
+    from decimal import ROUND_HALF_UP, Decimal
+    return int((Decimal(str(x)) * 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def order(oid, customer="c1", total=10, created="2025-03-01T10:00:00Z", **kw):
+    return {"order_id": oid, "customer_id": customer, "created_at": created, "total": total, **kw}
+
+
+class World:
+    def __init__(self):
+        self.server = Server(*RATE_FLAGS)
+        self.api = Api(self.server)
+        data = self.server.data
+        self.acme = tenant(data, "Acme", "acme.example")
+        self.globex = tenant(data, "Globex", "globex.example")
+        self.tok = {}
+        for role, dom in [("admin", "acme"), ("viewer", "acme"), ("manager", "acme"),
+                          ("developer", "acme"), ("admin", "globex")]:
+            email = f"{role}@{dom}.example"
+            user(data, f"{dom}.example", email, role)
+            self.tok[f"{dom}_{role}" if dom != "acme" else role] = login(self.api, email)["access_token"]
+        keys = {}
+        for perms in (["read"], ["read", "write"]):
+            r = self.api.post("/api/v1/api-keys", headers=bearer(self.tok["developer"]),
+                              json={"name": "+".join(perms), "permissions": perms}, validate=False)
+            assert r.status_code == 201, r.text
+            keys["+".join(perms)] = r.json()["key"]
+        self.read_key, self.write_key = keys["read"], keys["read+write"]
+
+    def db(self):
+        c = sqlite3.connect(os.path.join(self.server.data, "tessera.db"))
+        c.row_factory = sqlite3.Row
+        return c
+
+    def rows(self, sql, *args):
+        with self.db() as c:
+            return [dict(r) for r in c.execute(sql, args)]
+
+    def count(self, table, where="1", *args):
+        return self.rows(f"SELECT count(*) AS n FROM {table} WHERE {where}", *args)[0]["n"]
+
+
+@pytest.fixture(scope="module")
+def w():
+    world = World()
+    yield world
+    world.api.close()
+    world.server.stop()
+
+
+def field_errors(r):
+    assert r.status_code == 400, r.text
+    e = r.json()["error"]
+    assert e["code"] == "VALIDATION_ERROR" and e["field_errors"], e
+    return {fe["field"]: fe for fe in e["field_errors"]}
+
+
+# ---- request rules (section 1.1) ----
+
+def test_every_request_violation_in_one_400(w):
+    tables = ("cm_batches", "cm_batch_payloads", "cm_orders", "cm_rejects", "jobs")
+    before = {t: w.count(t) for t in tables}
+    r = w.api.post("/api/v1/ingest/batch", headers=bearer(w.tok["admin"]), json={"data": []})
+    fe = field_errors(r)
+    assert fe["source_id"] == {"field": "source_id", "message": "Source ID is required",
+                               "rejected_value": None}
+    assert fe["data_type"]["message"] == "Data type is required"
+    assert fe["format"]["message"] == "Format is required"
+    assert fe["data"] == {"field": "data", "message": "Data array cannot be empty",
+                          "rejected_value": []}
+    assert len(fe) == 4
+    r = w.api.post("/api/v1/ingest/batch", headers=bearer(w.tok["admin"]),
+                   json={"source_id": "x_y", "data_type": "sales", "format": "yaml",
+                         "metadata": "v1", "data": [{"order_id": "a"}, 7, "s", None]})
+    fe = field_errors(r)
+    assert set(fe) == {"source_id", "data_type", "format", "metadata", "data[1]", "data[2]",
+                       "data[3]"}
+    assert fe["source_id"]["rejected_value"] == "x_y"
+    assert "letters, digits and hyphens" in fe["source_id"]["message"]
+    assert fe["data_type"]["message"] == ("Data type must be one of: transactions, products, "
+                                          "customers, inventory, orders, events")
+    assert fe["format"]["message"] == "Format must be one of: json, csv, xml, parquet"
+    assert fe["data[1]"]["message"] == "Each record must be a JSON object"
+    assert fe["data[1]"]["rejected_value"] == 7
+    assert {t: w.count(t) for t in tables} == before  # nothing stored for a rejected batch
+
+
+@pytest.mark.parametrize("body,field,fragment", [
+    ({"source_id": "ab"}, "source_id", "3-50"),
+    ({"source_id": "a" * 51}, "source_id", "3-50"),
+    ({"source_id": 12345}, "source_id", "3-50"),
+    ({"data_type": None}, "data_type", "required"),
+    ({"data_type": "ORDERS"}, "data_type", "one of"),
+    ({"format": None}, "format", "required"),
+    ({"data": None}, "data", "Data is required"),
+    ({"data": {"order_id": "o"}}, "data", "must be an array"),
+    ({"data": "[]"}, "data", "must be an array"),
+    ({"metadata": {"schema_version": 3}}, "metadata.schema_version", "string"),
+    ({"metadata": {"extraction_timestamp": "yesterday"}}, "metadata.extraction_timestamp",
+     "ISO 8601"),
+])
+def test_one_rule_at_a_time(w, body, field, fragment):
+    good = {"source_id": "rules-src", "data_type": "orders", "format": "json",
+            "data": [order("r1")]}
+    r = w.api.post("/api/v1/ingest/batch", headers=bearer(w.tok["admin"]), json={**good, **body})
+    fe = field_errors(r)
+    assert list(fe) == [field]
+    assert fragment in fe[field]["message"]
+
+
+def test_record_limit_and_exactly_ten_thousand(w):
+    recs = [{"product_id": f"lim-{i}", "name": f"P{i}"} for i in range(10001)]
+    before = w.count("cm_products")
+    fe = field_errors(post_batch(w.api, w.tok["admin"], "products", recs))
+    assert fe["data"]["message"] == "Data array cannot hold more than 10,000 records"
+    assert w.count("cm_products") == before
+    st = ingest(w.api, w.tok["admin"], "products", recs[:10000], source_id="limit-src")
+    assert st["status"] == "completed" and st["validation_status"] == "passed"
+    assert st["stored_records"] == 10000 and st["progress"]["processed_records"] == 10000
+    assert st["progress"]["progress_percentage"] == 100 and st["errors"] == []
+    assert w.count("cm_products", "product_id LIKE 'lim-%'") == 10000
+
+
+def test_body_format_errors(w):
+    h = bearer(w.tok["admin"])
+    r = w.api.post("/api/v1/ingest/batch", headers={**h, "Content-Type": "application/json"},
+                   content=b'{"source_id": "x",')
+    assert field_errors(r)["body"]["message"] == "invalid JSON"
+    r = w.api.post("/api/v1/ingest/batch", headers={**h, "Content-Type": "text/plain"},
+                   content=b"hello")
+    assert r.status_code == 415 and r.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+    r = post_batch(w.api, w.tok["admin"], "orders", [order("pq")], format="parquet")
+    assert r.status_code == 422
+    e = r.json()["error"]
+    assert e["code"] == "UNPROCESSABLE_ENTITY" and "Parquet is not supported yet" in e["message"]
+    assert e["field_errors"][0]["field"] == "format"
+
+
+def test_accepted_response_and_metadata(w):
+    meta = {"source_system": "shopify", "schema_version": "2.1",
+            "extraction_timestamp": "2025-03-01T00:00:00Z", "compression": "none", "extra": [1]}
+    r = post_batch(w.api, w.tok["admin"], "orders", [order("m1"), order("m2")],
+                   source_id="meta-src", format="csv", metadata=meta)
+    assert r.status_code == 201, r.text
+    d = r.json()["data"]
+    assert d["status"] == "accepted" and d["validation_status"] == "pending"
+    assert d["records_received"] == 2 and d["format"] == "csv"
+    assert d["estimated_processing_time"].startswith("PT") and d["estimated_processing_time"].endswith("S")
+    st = wait_batch(w.api, w.tok["admin"], d["batch_id"])
+    assert st["metadata"] == meta and st["schema_version"] == "2.1"
+    assert st["completed_at"] >= st["started_at"] >= d["created_at"][:19]
+    row = w.rows("SELECT metadata, schema_version FROM cm_batches WHERE batch_id = ?",
+                 d["batch_id"])[0]
+    assert json.loads(row["metadata"]) == meta and row["schema_version"] == "2.1"
+    assert w.count("cm_batch_payloads", "batch_id = ?", d["batch_id"]) == 0  # gone once stored
+
+
+# ---- per-record checks ----
+
+def test_per_record_rejects_with_reasons(w):
+    future = (datetime.now(timezone.utc) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recs = [
+        order("ok-1", total="12.345", extra_field={"ignored": True},
+              items=[{"product_id": "p1", "quantity": "2", "unit_price": 6.1725}]),  # 0
+        {"order_id": "bad-1", "created_at": "2025-03-01T10:00:00Z", "total": 5},   # 1 no customer
+        order("bad-2", total="abc"),                                                # 2
+        order("bad-3", total=-5),                                                   # 3
+        order("bad-4", created=future),                                             # 4
+        order("bad-5", currency="usd"),                                             # 5
+        order("bad-6", status="lost"),                                              # 6
+        order("bad-7", items=[{"product_id": "p1", "quantity": 0, "unit_price": 1},
+                              {"product_id": "p2", "quantity": 1.5, "unit_price": 1}]),  # 7
+        order(1234, customer=987, total=0.00005, currency="EUR", status="paid",
+              channel="web", region="EU"),                                          # 8
+        order("bad-8", created="01/03/2025"),                                       # 9
+        order("", total=1),                                                         # 10
+        order("x" * 129),                                                           # 11
+    ]
+    st = ingest(w.api, w.tok["admin"], "orders", recs, source_id="reject-src")
+    assert st["status"] == "completed" and st["validation_status"] == "failed"
+    assert st["stored_records"] == 2 and st["progress"]["failed_records"] == 10
+    errs = [(e["record_index"], e["record_id"], e["field"], e["check_type"]) for e in st["errors"]]
+    assert errs == [
+        (1, "bad-1", "data[1].customer_id", "completeness"),
+        (2, "bad-2", "data[2].total", "validity"),
+        (3, "bad-3", "data[3].total", "accuracy"),
+        (4, "bad-4", "data[4].created_at", "accuracy"),
+        (5, "bad-5", "data[5].currency", "validity"),
+        (6, "bad-6", "data[6].status", "validity"),
+        (7, "bad-7", "data[7].items[0].quantity", "accuracy"),
+        (7, "bad-7", "data[7].items[1].quantity", "validity"),
+        (9, "bad-8", "data[9].created_at", "validity"),
+        (10, None, "data[10].order_id", "completeness"),
+        (11, None, "data[11].order_id", "validity"),
+    ]
+    msgs = {e["field"]: e["message"] for e in st["errors"]}
+    assert msgs["data[1].customer_id"] == "customer_id is required"
+    assert msgs["data[3].total"] == "total must not be negative"
+    assert msgs["data[4].created_at"] == "created_at is more than 24 hours in the future"
+    assert msgs["data[7].items[0].quantity"] == "quantity must be greater than 0"
+    assert msgs["data[7].items[1].quantity"] == "quantity must be an integer"
+    assert msgs["data[6].status"].startswith("status must be one of: placed, paid")
+    stored = {r["order_id"]: r for r in w.rows(
+        "SELECT * FROM cm_orders WHERE source_id = 'reject-src'")}
+    assert set(stored) == {"ok-1", "1234"}
+    assert stored["ok-1"]["total_m"] == money("12.345") == 123450
+    assert stored["ok-1"]["currency"] == "USD" and stored["ok-1"]["status"] == "placed"
+    assert stored["ok-1"]["created_at"] == ms("2025-03-01T10:00:00Z")
+    assert stored["ok-1"]["channel"] == "" and stored["ok-1"]["region"] == ""
+    assert stored["1234"]["customer_id"] == "987" and stored["1234"]["total_m"] == 1
+    assert (stored["1234"]["currency"], stored["1234"]["status"], stored["1234"]["region"]) == \
+        ("EUR", "paid", "EU")
+    items = w.rows("SELECT line, product_id, quantity, unit_price_m FROM cm_order_items "
+                   "WHERE order_id = 'ok-1'")
+    assert items == [{"line": 0, "product_id": "p1", "quantity": 2,
+                      "unit_price_m": money(6.1725)}]
+    rej = w.rows("SELECT DISTINCT record_index FROM cm_rejects r JOIN cm_batches b "
+                 "USING (tenant_id, batch_id) WHERE b.source_id = 'reject-src'")
+    assert len(rej) == 10
+
+
+def test_every_data_type_checked_and_stored(w):
+    t = "2025-04-01T08:30:00Z"
+    cases = {
+        "transactions": ([{"transaction_id": "t1", "amount": "19.99", "timestamp": t,
+                           "type": "refund", "order_id": "o9", "payment_method": "card"}],
+                         [{"transaction_id": "t2", "amount": 1, "timestamp": t, "type": "gift"}],
+                         "data[0].type"),
+        "products": ([{"product_id": "sku-1", "name": "Mug", "category": "Kitchen",
+                       "price": 7.5, "cost": "2.25", "sku": 4711, "active": "false"}],
+                     [{"product_id": "sku-2", "price": 3}], "data[0].name"),
+        "customers": ([{"customer_id": "cu1", "email": "ann@example.com", "name": "Ann",
+                        "created_at": t, "region": "EU"}],
+                      [{"customer_id": "cu2", "email": "not-an-email"}], "data[0].email"),
+        "inventory": ([{"product_id": "sku-1", "quantity": 40, "timestamp": t,
+                        "warehouse": "LDN", "reorder_level": 10}],
+                      [{"product_id": "sku-1", "quantity": -1, "timestamp": t}],
+                      "data[0].quantity"),
+        "events": ([{"event_id": "e1", "type": "purchase", "timestamp": t, "session_id": "s1",
+                     "customer_id": "cu1", "product_id": "sku-1"}],
+                   [{"event_id": "e2", "type": "click", "timestamp": t, "session_id": "s1"}],
+                   "data[0].type"),
+    }
+    for dtype, (good, bad, bad_field) in cases.items():
+        st = ingest(w.api, w.tok["admin"], dtype, good, source_id="types-src")
+        assert st["status"] == "completed" and st["stored_records"] == 1, (dtype, st)
+        st = ingest(w.api, w.tok["admin"], dtype, bad, source_id="types-src")
+        assert st["status"] == "failed" and st["stored_records"] == 0, (dtype, st)
+        assert st["error"] == "no record passed validation"
+        assert [e["field"] for e in st["errors"]] == [bad_field], (dtype, st["errors"])
+    tx = w.rows("SELECT * FROM cm_transactions WHERE transaction_id = 't1'")[0]
+    assert (tx["amount_m"], tx["type"], tx["currency"], tx["order_id"], tx["payment_method"]) == \
+        (199900, "refund", "USD", "o9", "card")
+    p = w.rows("SELECT * FROM cm_products WHERE product_id = 'sku-1'")[0]
+    assert (p["price_m"], p["cost_m"], p["sku"], p["active"], p["category"]) == \
+        (75000, 22500, "4711", 0, "Kitchen")
+    c = w.rows("SELECT * FROM cm_customers WHERE customer_id = 'cu1'")[0]
+    assert (c["email"], c["created_at"], c["channel"]) == ("ann@example.com", ms(t), "")
+    inv = w.rows("SELECT * FROM cm_inventory WHERE product_id = 'sku-1'")[0]
+    assert (inv["warehouse"], inv["quantity"], inv["reorder_level"], inv["timestamp"]) == \
+        ("LDN", 40, 10, ms(t))
+    ev = w.rows("SELECT * FROM cm_events WHERE event_id = 'e1'")[0]
+    assert (ev["type"], ev["session_id"], ev["product_id"]) == ("purchase", "s1", "sku-1")
+
+
+def test_duplicates_counted_never_double_stored(w):
+    a = [order("d1", total=10, items=[{"product_id": "p1", "quantity": 1, "unit_price": 10}]),
+         order("d2", total=20)]
+    st = ingest(w.api, w.tok["admin"], "orders", a, source_id="dup-src")
+    assert (st["stored_records"], st["duplicate_records"]) == (2, 0)
+    b = [order("d1", total=30, status="shipped",
+               items=[{"product_id": "p2", "quantity": 3, "unit_price": 5},
+                      {"product_id": "p3", "quantity": 1, "unit_price": 15}]),
+         order("d3", total=1), order("d3", total=2, customer="c9")]
+    st = ingest(w.api, w.tok["admin"], "orders", b, source_id="dup-src")
+    assert (st["stored_records"], st["duplicate_records"]) == (3, 2)
+    assert st["validation_status"] == "passed"
+    rows = {r["order_id"]: r for r in w.rows(
+        "SELECT order_id, total_m, status, customer_id FROM cm_orders WHERE source_id = 'dup-src'")}
+    assert set(rows) == {"d1", "d2", "d3"}
+    # the later record wins, within a batch and across batches
+    assert (rows["d1"]["total_m"], rows["d1"]["status"]) == (money(30), "shipped")
+    assert (rows["d3"]["total_m"], rows["d3"]["customer_id"]) == (money(2), "c9")
+    expected = {"d1": 30, "d2": 20, "d3": 2}
+    assert sum(r["total_m"] for r in rows.values()) == sum(money(v) for v in expected.values())
+    items = w.rows("SELECT line, product_id, quantity FROM cm_order_items WHERE order_id = 'd1' "
+                   "ORDER BY line")
+    assert items == [{"line": 0, "product_id": "p2", "quantity": 3},
+                     {"line": 1, "product_id": "p3", "quantity": 1}]
+    src = [s for s in w.api.get("/api/v1/ingest/sources", headers=bearer(w.tok["admin"]),
+                                params={"size": 100}).json()["data"]["content"]
+           if s["source_id"] == "dup-src"][0]
+    assert src["total_records"] == 3 and src["type"] == "api"  # three ids, each once
+
+
+# ---- CSV, NDJSON and XML bodies ----
+
+def uci_expected(path):
+    """Orders the UCI export should become, computed with the csv module: invoices whose lines
+    all have a positive quantity, a non-negative price and a CustomerID are stored."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    inv = {}
+    for r in rows:
+        inv.setdefault(r[0], []).append(r)
+    stored, rejected = {}, {}
+    for no, lines in inv.items():
+        total = sum(_line_m(r[3], r[5]) for r in lines)
+        customer = next((r[6] for r in lines if r[6]), "")
+        bad_qty = [i for i, r in enumerate(lines) if int(r[3]) <= 0]
+        if not customer or bad_qty or total < 0:
+            rejected[no] = (customer, bad_qty, total)
+        else:
+            stored[no] = total
+    return stored, rejected, len(inv)
+
+
+def _line_m(q, p):
+    from decimal import ROUND_HALF_UP, Decimal
+    return int((Decimal(q) * Decimal(p) * 10000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def test_uci_online_retail_csv(w):
+    path = os.path.join(FIXTURES, "online-retail-3000.csv")
+    with open(path, "rb") as f:
+        body = f.read()
+    before = w.count("cm_batches")
+    r = post_body(w.api, w.tok["admin"], body, "text/csv", "orders", source_id="uci-src")
+    fe = field_errors(r)
+    assert "InvoiceNo" in fe["body"]["message"] and "columns=" in fe["body"]["message"]
+    assert "line 1" in fe["body"]["message"]
+    assert w.count("cm_batches") == before
+    st = ingest_body(w.api, w.tok["admin"], body, "text/csv", "orders", source_id="uci-src",
+                     columns=UCI_COLUMNS, date_format=UCI_DATE, schema_version="uci-1")
+    stored, rejected, invoices = uci_expected(path)
+    assert st["format"] == "csv" and st["schema_version"] == "uci-1"
+    assert st["records_received"] == invoices
+    assert st["stored_records"] == len(stored) and st["progress"]["failed_records"] == len(rejected)
+    db = {r["order_id"]: r for r in w.rows(
+        "SELECT order_id, total_m, customer_id, region, created_at FROM cm_orders "
+        "WHERE source_id = 'uci-src'")}
+    assert set(db) == set(stored)
+    assert sum(r["total_m"] for r in db.values()) == sum(stored.values())
+    assert all(db[k]["total_m"] == v for k, v in stored.items())
+    first = db["536365"]
+    assert (first["customer_id"], first["region"]) == ("17850", "United Kingdom")
+    assert first["created_at"] == ms("2010-12-01T08:26:00Z")
+    n_items = w.count("cm_order_items i JOIN cm_orders o USING (tenant_id, order_id)",
+                      "o.source_id = 'uci-src'")
+    with open(path, newline="", encoding="utf-8") as f:
+        assert n_items == sum(1 for r in list(csv.reader(f))[1:] if r[0] in stored)
+    # the reasons: cancellations by their negative quantities, the rest by the missing customer
+    rej = w.rows("SELECT record_key, field, check_type, reason FROM cm_rejects r JOIN cm_batches b "
+                 "USING (tenant_id, batch_id) WHERE b.source_id = 'uci-src'")
+    keys = {x["record_key"] for x in rej}
+    assert keys == set(rejected)
+    for no, (customer, bad_qty, total) in rejected.items():
+        mine = [x for x in rej if x["record_key"] == no]
+        if not customer:
+            assert any(x["field"].endswith(".customer_id") and x["check_type"] == "completeness"
+                       for x in mine), mine
+        if bad_qty and no.startswith("C"):
+            assert any(".items[" in x["field"] and x["field"].endswith(".quantity")
+                       and x["reason"] == "quantity must be greater than 0" for x in mine), mine
+    assert any(no.startswith("C") for no in rejected)
+    src = [s for s in w.api.get("/api/v1/ingest/sources", headers=bearer(w.tok["admin"]),
+                                params={"size": 100}).json()["data"]["content"]
+           if s["source_id"] == "uci-src"][0]
+    assert src["type"] == "file" and src["total_records"] == len(stored)
+
+
+def test_ndjson_and_xml_bodies(w):
+    nd = "\n".join(json.dumps(p) for p in [
+        {"product_id": "nd-1", "name": "Lamp", "price": 20},
+        {"product_id": "nd-2", "name": "Desk", "price": "120.5", "category": "Office"},
+        {"product_id": "nd-3"}]) + "\n"
+    st = ingest_body(w.api, w.tok["admin"], nd, "application/x-ndjson", "products",
+                     source_id="nd-src")
+    assert st["format"] == "ndjson" and st["stored_records"] == 2
+    assert [e["field"] for e in st["errors"]] == ["data[2].name"]
+    assert w.rows("SELECT price_m FROM cm_products WHERE product_id = 'nd-2'")[0]["price_m"] == 1205000
+    xml = ("<?xml version=\"1.0\"?>\n<orders>\n"
+           "  <order order_id=\"x-1\"><customer_id>c7</customer_id>"
+           "<created_at>2025-02-02T12:00:00Z</created_at><total>9.90</total>"
+           "<items><item product_id=\"p1\" quantity=\"2\" unit_price=\"4.95\"/></items></order>\n"
+           "  <order order_id=\"x-2\"><customer_id>c8</customer_id>"
+           "<created_at>2025-02-02T13:00:00Z</created_at><total>-1</total></order>\n"
+           "</orders>\n")
+    st = ingest_body(w.api, w.tok["admin"], xml, "application/xml", "orders", source_id="xml-src")
+    assert st["format"] == "xml" and st["stored_records"] == 1
+    assert [(e["field"], e["check_type"]) for e in st["errors"]] == [("data[1].total", "accuracy")]
+    o = w.rows("SELECT total_m FROM cm_orders WHERE order_id = 'x-1'")[0]
+    assert o["total_m"] == 99000
+    assert w.rows("SELECT quantity, unit_price_m FROM cm_order_items WHERE order_id = 'x-1'") == \
+        [{"quantity": 2, "unit_price_m": 49500}]
+    st = ingest_body(w.api, w.tok["admin"], xml, "text/xml", "orders", source_id="xml-src")
+    assert st["duplicate_records"] == 1
+
+
+@pytest.mark.parametrize("ctype,body,fragment", [
+    ("text/csv", "product_id,name\np1,A\np2,B,extra\n", "line 3"),
+    ("text/csv", "", "empty"),
+    ("application/x-ndjson", '{"product_id": "a", "name": "A"}\n{"product_id": \n', "line 2"),
+    ("application/x-ndjson", '{"product_id": "a"}\n[1]\n', "line 2"),
+    ("application/xml", "<r>\n<p><name>A</name>\n<sku>2</p>\n</r>", "line 3"),
+    ("text/xml", "<!DOCTYPE r [<!ENTITY x \"y\">]><r><p>&x;</p></r>", "DOCTYPE"),
+])
+def test_malformed_bodies_name_the_line(w, ctype, body, fragment):
+    before = w.count("cm_batches")
+    fe = field_errors(post_body(w.api, w.tok["admin"], body, ctype, "products",
+                                source_id="bad-body-src"))
+    assert list(fe) == ["body"] and fragment in fe["body"]["message"], fe
+    assert w.count("cm_batches") == before
+
+
+def test_query_fields_of_a_csv_body(w):
+    r = w.api.post("/api/v1/ingest/batch", headers={**bearer(w.tok["admin"]),
+                                                   "Content-Type": "text/csv"},
+                   params={"data_type": "stuff", "format": "xml"}, content=b"a,b\n1,2\n")
+    fe = field_errors(r)
+    assert set(fe) == {"source_id", "data_type", "format"}
+    assert fe["source_id"]["message"] == "Source ID is required"
+    st = ingest_body(w.api, w.tok["admin"], "p-1,Chair,Home\n", "text/csv; charset=utf-8",
+                     "products", source_id="csv-src", no_header="true",
+                     columns="product_id,name,category")
+    assert st["stored_records"] == 1
+    assert w.rows("SELECT name, category FROM cm_products WHERE product_id = 'p-1'") == \
+        [{"name": "Chair", "category": "Home"}]
+
+
+# ---- batch status ----
+
+def test_status_unknown_and_other_tenant(w):
+    r = w.api.get("/api/v1/ingest/batches/nope/status", headers=bearer(w.tok["admin"]))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    r = post_batch(w.api, w.tok["admin"], "orders", [order("iso-1")], source_id="iso-src")
+    bid = r.json()["data"]["batch_id"]
+    wait_batch(w.api, w.tok["admin"], bid)
+    r = w.api.get(f"/api/v1/ingest/batches/{bid}/status", headers=bearer(w.tok["globex_admin"]))
+    assert r.status_code == 404
+    r = w.api.get("/api/v1/ingest/sources", headers=bearer(w.tok["globex_admin"]))
+    assert all(s["source_id"] != "iso-src" for s in r.json()["data"]["content"])
+    r = w.api.request("PUT", "/api/v1/ingest/sources/iso-src", headers=bearer(w.tok["globex_admin"]),
+                      json={"status": "inactive"})
+    assert r.status_code == 404
+
+
+def test_roles_and_api_keys(w):
+    recs = [order("perm-1")]
+    r = post_batch(w.api, w.tok["viewer"], "orders", recs)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
+    r = post_batch(w.api, w.read_key, "orders", recs)
+    assert r.status_code == 403
+    for who in ("manager", "developer"):
+        assert ingest(w.api, w.tok[who], "orders", recs)["status"] == "completed"
+    st = ingest(w.api, w.write_key, "orders", [order("perm-2")])
+    assert st["status"] == "completed"
+    r = w.api.get(f"/api/v1/ingest/batches/{st['batch_id']}/status", headers=bearer(w.read_key))
+    assert r.status_code == 200 and r.json()["data"]["stored_records"] == 1
+    assert w.api.get("/api/v1/ingest/sources", headers=bearer(w.tok["viewer"])).status_code == 200
+    r = w.api.post("/api/v1/ingest/stream", headers=bearer(w.read_key),
+                   json={"source_id": "s-src", "data_type": "events",
+                         "timestamp": "2025-01-01T00:00:00Z", "data": {}})
+    assert r.status_code == 403
+    assert w.api.get("/api/v1/ingest/sources").status_code == 401
+
+
+# ---- stream ----
+
+def test_stream_record_stored_and_visible(w):
+    h = bearer(w.tok["admin"])
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={
+        "source_id": "live-src", "data_type": "events", "timestamp": "2025-05-05T05:05:05Z",
+        "correlation_id": "corr-1",
+        "data": {"event_id": "ev-1", "type": "add_to_cart", "session_id": "sess-1"}})
+    assert r.status_code == 202, r.text
+    d = r.json()["data"]
+    assert d["status"] == "accepted" and d["record_id"] == "ev-1"
+    assert d["correlation_id"] == "corr-1" and d["duplicate"] is False
+    assert 0 <= d["processing_latency_ms"] < 5000
+    ev = w.rows("SELECT type, timestamp, session_id, source_id, batch_id FROM cm_events "
+                "WHERE event_id = 'ev-1'")
+    assert ev == [{"type": "add_to_cart", "timestamp": ms("2025-05-05T05:05:05Z"),
+                   "session_id": "sess-1", "source_id": "live-src", "batch_id": None}]
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={
+        "source_id": "live-src", "data_type": "orders", "timestamp": "2025-05-05T06:00:00Z",
+        "data": order("so-1", created="2025-05-05T06:00:00Z", total="3.50")})
+    assert r.status_code == 202 and r.json()["data"]["record_id"] == "so-1"
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={
+        "source_id": "live-src", "data_type": "orders", "timestamp": "2025-05-05T06:00:00Z",
+        "data": order("so-1", total="4.50")})
+    assert r.json()["data"]["duplicate"] is True
+    assert w.rows("SELECT total_m FROM cm_orders WHERE order_id = 'so-1'") == [{"total_m": 45000}]
+    src = [s for s in w.api.get("/api/v1/ingest/sources", headers=h).json()["data"]["content"]
+           if s["source_id"] == "live-src"][0]
+    assert src["type"] == "stream" and src["total_records"] == 2
+    assert src["last_ingestion"] is not None
+
+
+def test_stream_validation_and_rejects(w):
+    h = bearer(w.tok["admin"])
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={"data": 5, "correlation_id": 3})
+    fe = field_errors(r)
+    assert set(fe) == {"source_id", "data_type", "timestamp", "data", "correlation_id"}
+    before = w.count("cm_rejects", "batch_id IS NULL AND source_id = 'live-src'")
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={
+        "source_id": "live-src", "data_type": "orders", "timestamp": "2025-05-05T06:00:00Z",
+        "data": {"order_id": "so-bad", "customer_id": "c1", "total": -2, "currency": "eur"}})
+    fe = field_errors(r)
+    assert set(fe) == {"data.total", "data.currency"}
+    assert fe["data.total"]["message"] == "total must not be negative"
+    rej = w.rows("SELECT record_key, field, check_type FROM cm_rejects WHERE batch_id IS NULL "
+                 "AND source_id = 'live-src' ORDER BY rowid")[before:]
+    assert rej == [{"record_key": "so-bad", "field": "data.total", "check_type": "accuracy"},
+                   {"record_key": "so-bad", "field": "data.currency", "check_type": "validity"}]
+    assert w.count("cm_orders", "order_id = 'so-bad'") == 0
+    r = w.api.post("/api/v1/ingest/stream", headers={**h, "Content-Type": "text/plain"},
+                   content=b"{}")
+    assert r.status_code == 415
+
+
+# ---- sources ----
+
+def test_sources_create_update_list_and_inactive(w):
+    h = bearer(w.tok["globex_admin"])
+    for i in range(3):
+        r = w.api.post("/api/v1/ingest/sources", headers=h, json={
+            "source_id": f"erp-{i}", "name": f"ERP {i}", "type": "database",
+            "configuration": {"host": "db.local", "port": 5432 + i}})
+        assert r.status_code == 201, r.text
+        s = r.json()["data"]
+        assert (s["status"], s["total_records"], s["last_ingestion"]) == ("active", 0, None)
+        assert s["configuration"] == {"host": "db.local", "port": 5432 + i}
+    r = w.api.post("/api/v1/ingest/sources", headers=h, json={"source_id": "erp-0"})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT"
+    fe = field_errors(w.api.post("/api/v1/ingest/sources", headers=h,
+                                 json={"source_id": "e", "type": "ftp", "status": "on",
+                                       "configuration": [1], "name": ""}))
+    assert set(fe) == {"source_id", "type", "status", "configuration", "name"}
+    r = w.api.request("PUT", "/api/v1/ingest/sources/erp-1", headers=h,
+                      json={"status": "inactive", "name": "Old ERP"})
+    assert r.status_code == 200
+    d = r.json()["data"]
+    assert (d["status"], d["name"], d["type"]) == ("inactive", "Old ERP", "database")
+    assert d["configuration"] == {"host": "db.local", "port": 5433}
+    r = w.api.request("PUT", "/api/v1/ingest/sources/none-such", headers=h, json={"name": "x"})
+    assert r.status_code == 404
+    assert field_errors(w.api.request("PUT", "/api/v1/ingest/sources/erp-1", headers=h,
+                                      json={}))["body"]
+    page = w.api.get("/api/v1/ingest/sources", headers=h).json()["data"]
+    assert [s["source_id"] for s in page["content"]] == ["erp-0", "erp-2"]
+    assert (page["totalElements"], page["totalPages"], page["number"]) == (2, 1, 0)
+    page = w.api.get("/api/v1/ingest/sources", headers=h,
+                     params={"active_only": "false", "size": 2, "page": 1}).json()["data"]
+    assert [s["source_id"] for s in page["content"]] == ["erp-2"]
+    assert (page["totalElements"], page["totalPages"], page["size"], page["first"],
+            page["last"]) == (3, 2, 2, False, True)
+    assert field_errors(w.api.get("/api/v1/ingest/sources", headers=h, params={"size": 101}))
+    # an inactive source takes no new data
+    r = post_batch(w.api, w.tok["globex_admin"], "orders", [order("in-1")], source_id="erp-1")
+    assert r.status_code == 422 and r.json()["error"]["field_errors"][0]["field"] == "source_id"
+    r = w.api.post("/api/v1/ingest/stream", headers=h, json={
+        "source_id": "erp-1", "data_type": "orders", "timestamp": "2025-01-01T00:00:00Z",
+        "data": order("in-2")})
+    assert r.status_code == 422
+    st = ingest(w.api, w.tok["globex_admin"], "orders", [order("in-3"), order("in-4")],
+                source_id="erp-2")
+    s = w.api.get("/api/v1/ingest/sources", headers=h).json()["data"]["content"][1]
+    assert s["source_id"] == "erp-2" and s["total_records"] == 2 and s["last_ingestion"]
+    assert st["stored_records"] == 2
+    # admins only
+    r = w.api.post("/api/v1/ingest/sources", headers=bearer(w.tok["manager"]),
+                   json={"source_id": "mgr-src"})
+    assert r.status_code == 403
+
+
+# ---- rate limit ----
+
+def test_rate_limit_headers_and_429():
+    s = Server("--rate-limit", "commerce=3/60")
+    api = Api(s)
+    try:
+        tenant(s.data, "R", "r.example")
+        user(s.data, "r.example", "a@r.example", "admin")
+        tok = login(api, "a@r.example")["access_token"]
+        for i in range(3):
+            r = api.get("/api/v1/ingest/sources", headers=bearer(tok))
+            assert r.status_code == 200
+            assert r.headers["X-RateLimit-Limit"] == "3"
+            assert r.headers["X-RateLimit-Remaining"] == str(2 - i)
+        r = api.get("/api/v1/ingest/sources", headers=bearer(tok))
+        assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert r.headers["X-RateLimit-Remaining"] == "0" and int(r.headers["Retry-After"]) >= 1
+        assert int(r.headers["X-RateLimit-Reset"]) >= 1
+    finally:
+        api.close()
+        s.stop()
+
+
+# ---- a batch resumed after a restart ----
+
+def test_batch_resumed_from_its_last_chunk_after_restart():
+    """A batch whose first 1,000 records were committed when the server stopped: on restart the
+    job goes on from processed_records, storing each record once and counting no duplicates."""
+    s = Server(*RATE_FLAGS)
+    api = Api(s)
+    try:
+        t = tenant(s.data, "Resume", "resume.example")
+        user(s.data, "resume.example", "a@resume.example", "admin")
+        tok = login(api, "a@resume.example")["access_token"]
+        st = ingest(api, tok, "orders", [order("warm-up")], source_id="resume-src")
+        assert st["stored_records"] == 1
+    finally:
+        api.close()
+        s.stop()
+    recs = [order(f"rs-{i}", total=i % 97 + 0.5) for i in range(2500)]
+    now = int(time.time() * 1000)
+    db = sqlite3.connect(os.path.join(s.data, "tessera.db"))
+    with db:
+        db.execute("INSERT INTO cm_batches(tenant_id, batch_id, source_id, data_type, format, "
+                   "records_received, processed_records, stored_records, created_at, started_at) "
+                   "VALUES(?, 'b-resume', 'resume-src', 'orders', 'json', 2500, 1000, 1000, ?, ?)",
+                   (t["id"], now, now))
+        db.execute("INSERT INTO cm_batch_payloads(tenant_id, batch_id, payload) "
+                   "VALUES(?, 'b-resume', ?)", (t["id"], json.dumps(recs)))
+        db.executemany("INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, "
+                       "total_m, currency, source_id, batch_id, ingested_at) "
+                       "VALUES(?, ?, 'c1', ?, ?, 'USD', 'resume-src', 'b-resume', ?)",
+                       [(t["id"], r["order_id"], ms(r["created_at"]), money(r["total"]), now)
+                        for r in recs[:1000]])
+        db.execute("INSERT INTO jobs(id, tenant_id, kind, status, params, checkpoint, attempts, "
+                   "created_at) VALUES('j-resume', ?, 'commerce.ingest', 'running', "
+                   "'{\"batch_id\":\"b-resume\"}', '{\"next\":1000}', 1, ?)", (t["id"], now))
+    db.close()
+    s2 = Server(*RATE_FLAGS, data=s.data)
+    api = Api(s2)
+    try:
+        tok = login(api, "a@resume.example")["access_token"]
+        st = wait_batch(api, tok, "b-resume")
+        assert st["status"] == "completed" and st["validation_status"] == "passed"
+        assert (st["stored_records"], st["duplicate_records"], st["progress"]["processed_records"]) \
+            == (2500, 0, 2500)
+        db = sqlite3.connect(os.path.join(s.data, "tessera.db"))
+        n, total = db.execute("SELECT count(*), sum(total_m) FROM cm_orders "
+                              "WHERE order_id LIKE 'rs-%'").fetchone()
+        assert n == 2500 and total == sum(money(r["total"]) for r in recs)
+        assert db.execute("SELECT status FROM jobs WHERE id = 'j-resume'").fetchone()[0] == "completed"
+        assert db.execute("SELECT total_records FROM cm_sources WHERE source_id = 'resume-src'"
+                          ).fetchone()[0] == 2501
+        db.close()
+    finally:
+        api.close()
+        s2.stop()
