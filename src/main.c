@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "api/app.h"
+#include "surfaces/recs/recs.h"
 #include "api/observe.h"
 #include "auth/identity.h"
 #include "auth/perms.h"
@@ -45,7 +46,7 @@ static const struct route_table *const all_tables[] = {
     &desk_sla_table, &desk_approvals_table, &desk_staging_table, &desk_tickets_table,
     &commerce_ingest_table, &commerce_metrics_table, &commerce_customers_table,
     &commerce_products_table, &commerce_dashboards_table, &commerce_alerts_table,
-    &commerce_quality_table,
+    &commerce_quality_table, &recs_data_table, &recs_ml_table, &recs_serving_table,
 };
 
 static int usage_error(const char *msg)
@@ -135,6 +136,8 @@ static int demo_seed(sqlite3 *h)
         snprintf(err, sizeof(err), "desk demo data: %s", sqlite3_errmsg(h));
     if (r == 0 && (r = commerce_demo_seed(h, tid)) < 0)
         snprintf(err, sizeof(err), "commerce demo data: %s", sqlite3_errmsg(h));
+    if (r == 0 && (r = recs_demo_seed(h, tid)) < 0)
+        snprintf(err, sizeof(err), "recs demo data: %s", sqlite3_errmsg(h));
     if (r < 0) {
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
         log_msg(LOG_ERROR, "demo data: %s", err);
@@ -204,6 +207,7 @@ static void closing_done(struct server *s)
     mailer_close_handles(app->mailer);
     desk_sla_timer_stop();
     commerce_timers_stop();
+    recs_serving_stop();
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -392,6 +396,7 @@ static int cmd_serve(struct config *cfg)
         log_msg(LOG_INFO, "resumed %d queued jobs", recovered);
     desk_sla_timer_start(app);
     commerce_timers_start(app);
+    recs_serving_start(app);
     app->ready = true;
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);

@@ -72,6 +72,13 @@ int commerce_demo_seed(sqlite3 *db, const char *tenant_id);
  * drain (src/surfaces/commerce/alerts.c). */
 void commerce_timers_start(struct app *app);
 void commerce_timers_stop(void);
+/* recs (src/surfaces/recs/) */
+extern const struct route_table recs_data_table;
+extern const struct route_table recs_ml_table;
+extern const struct route_table recs_serving_table;
+/* The --demo catalog and interactions for the demo tenant (src/surfaces/recs/demo.c), inside
+ * the demo transaction; the first model is trained once serving starts. 0 or TS_E_INTERNAL. */
+int recs_demo_seed(sqlite3 *db, const char *tenant_id);
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

@@ -37,6 +37,7 @@ static const struct err_row err_table[] = {
     {TS_E_UNAVAILABLE, 503, "Service temporarily unavailable", SAME("SERVICE_UNAVAILABLE")},
     {TS_E_BUSY, 503, "Database busy, retry shortly", SAME("SERVICE_UNAVAILABLE")},
     {TS_E_QUERY_TIMEOUT, 503, "Query exceeded its time budget", SAME("SERVICE_UNAVAILABLE")},
+    {TS_E_QUOTA, 429, "Quota exceeded for the tenant's plan", SAME("QUOTA_EXCEEDED")},
 };
 
 static const struct err_row *err_row_of(int err)

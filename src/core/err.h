@@ -35,6 +35,7 @@ enum ts_err {
     TS_E_UNAVAILABLE,
     TS_E_BUSY,                     /* database locked by another process; retry */
     TS_E_QUERY_TIMEOUT,            /* loop-thread statement stopped by the guard */
+    TS_E_QUOTA,                    /* the tenant's plan quota is used up (recs QUOTA_EXCEEDED) */
     TS_E_LAST
 };
 
