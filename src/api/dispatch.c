@@ -238,7 +238,9 @@ static int step_rate(struct hctx *h, const struct route *rt)
     char principal[80];
     if (strcmp(rt->rate_class, "none") == 0)
         return 0;
-    if (h->user_id)
+    if ((rt->flags & RF_RATE_TENANT) && h->tenant_id)
+        snprintf(principal, sizeof(principal), "t:%s", h->tenant_id);
+    else if (h->user_id)
         snprintf(principal, sizeof(principal), "u:%s", h->user_id);
     else if (h->who.kind == PRINCIPAL_API_KEY)
         snprintf(principal, sizeof(principal), "k:%s", h->who.key_id); /* "per API key" */

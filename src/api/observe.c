@@ -25,6 +25,7 @@ static const char *const default_classes[] = {
     "default=600/60", "auth=20/60",         "analytics=500/3600",
     "ingest=1000/3600", "stream=10000/3600", "export=20/3600",
     "commerce=1000/3600", /* commerce 6.2 "general APIs" */
+    "recs=1000/60",       /* recs 5: recommendations, per tenant (RF_RATE_TENANT) */
 };
 
 static double conns_active(void *arg)

@@ -37,7 +37,8 @@ enum route_where { RUN_LOOP, RUN_POOL };
  * RF_WEBSOCKET  a WebSocket upgrade route: the handler calls ws_upgrade.
  * RF_NO_METRICS not counted in http_* metrics (the /metrics scrape itself).
  * RF_SPOOL_BODY the body streams to a temp file (req->body_fd / body_path, req->body_size)
- *               with the --max-upload-mb limit; the handler moves what it keeps. */
+ *               with the --max-upload-mb limit; the handler moves what it keeps.
+ * RF_RATE_TENANT the rate limit is one bucket per tenant (recs "per tenant"), not per caller. */
 enum {
     RF_PUBLIC = 1 << 0,
     RF_JSON_BODY = 1 << 1,
@@ -45,6 +46,7 @@ enum {
     RF_WEBSOCKET = 1 << 3,
     RF_NO_METRICS = 1 << 4,
     RF_SPOOL_BODY = 1 << 5,
+    RF_RATE_TENANT = 1 << 6,
 };
 
 struct route {

@@ -42,6 +42,12 @@ const struct permission permissions[] = {
     {"notifications", ROLE_ALL, 0, 0, "own notifications and their preferences"},
     {"files.write", ROLE_ALL, 0, 0, "upload files; delete own (admins: any)"},
     {"files.read", ROLE_ALL, 0, 0, "read files of visible tickets"},
+    /* recs: public routes take user tokens or API keys; /internal/* only keys with internal */
+    {"recs.read", ROLE_ALL, 0, SCOPE_READ | SCOPE_INTERNAL,
+     "recommendations, item embeddings, usage"},
+    {"recs.write", ADMINS | ROLE_MANAGER | ROLE_DEVELOPER, 0, SCOPE_WRITE | SCOPE_INTERNAL,
+     "upload items, track interactions"},
+    {"recs.internal", 0, 0, SCOPE_INTERNAL, "internal ML and data routes (service keys)"},
     /* commerce */
     {"commerce.read", ROLE_ALL, 0, SCOPE_READ, "analytics, dashboards, alerts, sources, quality"},
     {"commerce.ingest", ADMINS | ROLE_MANAGER | ROLE_DEVELOPER, 0, SCOPE_WRITE,
