@@ -42,7 +42,7 @@ const struct permission permissions[] = {
     {"notifications", ROLE_ALL, 0, 0, "own notifications and their preferences"},
     {"files.write", ROLE_ALL, 0, 0, "upload files; delete own (admins: any)"},
     {"files.read", ROLE_ALL, 0, 0, "read files of visible tickets"},
-    /* recs: public routes take user tokens or API keys; /internal/* only keys with internal */
+    /* recs: public routes take user tokens or API keys; internal routes only internal-scope keys */
     {"recs.read", ROLE_ALL, 0, SCOPE_READ | SCOPE_INTERNAL,
      "recommendations, item embeddings, usage"},
     {"recs.write", ADMINS | ROLE_MANAGER | ROLE_DEVELOPER, 0, SCOPE_WRITE | SCOPE_INTERNAL,
