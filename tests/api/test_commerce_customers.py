@@ -264,21 +264,24 @@ def world(tmp_path_factory):
     tenant(data, "Acme", "acme.example")
     tenant(data, "Globex", "globex.example")
     tenant(data, "Empty", "empty.example")
+    tenant(data, "Mutable", "mut.example")
     user(data, "acme.example", "admin@acme.example", "admin")
     user(data, "acme.example", "viewer@acme.example", "viewer")
     user(data, "globex.example", "admin@globex.example", "admin")
     user(data, "empty.example", "viewer@empty.example", "viewer")
+    user(data, "mut.example", "admin@mut.example", "admin")
     s = Server("--rate-limit", "auth=10000/60", *RATE_FLAGS, data=data)
     a = Api(s)
     raw = {k: login(a, k)["access_token"] for k in ["admin@acme.example", "viewer@acme.example",
-                                                    "admin@globex.example", "viewer@empty.example"]}
+                                                    "admin@globex.example", "viewer@empty.example",
+                                                    "admin@mut.example"]}
     tok = {k: bearer(v) for k, v in raw.items()}
     A, G = acme_data(), globex_data()
     for who, g in [("admin@acme.example", A), ("admin@globex.example", G)]:
         for data_type, records in [("products", g.products), ("customers", g.customers),
                                    ("orders", g.orders), ("events", g.events)]:
             put(a, raw[who], data_type, records)
-    yield {"api": a, "tok": tok, "acme": A, "globex": G, "viewer": tok["viewer@acme.example"]}
+    yield {"api": a, "tok": tok, "raw": raw, "acme": A, "globex": G}
     a.close()
     s.stop()
 
@@ -347,6 +350,44 @@ def test_segments_tenant_isolation(world):
     empty = ok(get(world, SEG, who="viewer@empty.example"))
     assert empty["total_customers"] == 0
     assert all(s["customer_count"] == 0 and s["percentage"] == 0 for s in empty["segments"])
+
+
+def test_segments_follow_resent_orders(world):
+    """Re-sent orders update the per-customer summary the "as of now" path reads: status,
+    currency, customer, total and time changes all end up as a recomputation over the final
+    records would have them, on both paths (now, and an as_of before the newest order)."""
+    g = Gen(99)
+    rng = g.rng
+    for i in range(12):
+        g.spread(f"m-{i:02d}", rng.randint(1, 6), rng.uniform(1, 30), 200)
+    put(world["api"], world["raw"]["admin@mut.example"], "orders", g.orders)
+    changed = [dict(o) for o in rng.sample(g.orders, 12)]
+    for k, o in enumerate(changed):
+        what = k % 6
+        if what == 0:
+            o["status"] = "cancelled"
+        elif what == 1:
+            o["currency"] = "EUR"
+        elif what == 2:
+            o["customer_id"] = "m-00"
+        elif what == 3:
+            o["total"] = round(o["total"] * 3 + 1, 2)
+            o["items"] = [{"product_id": "P00", "quantity": 1, "unit_price": o["total"]}]
+        elif what == 4:
+            o["created_at"] = iso(AS_OF - 400 * DAY)
+        else:
+            o["status"] = "refunded"
+    put(world["api"], world["raw"]["admin@mut.example"], "orders", changed)
+    back = [dict(o, status="delivered") for o in changed if o["status"] == "cancelled"]
+    put(world["api"], world["raw"]["admin@mut.example"], "orders", back)
+    final = {o["order_id"]: o for o in g.orders + changed + back}
+    orders = list(final.values())
+    newest = max(ms_of(o["created_at"]) for o in orders)
+    for params, as_of in [({}, None), ({"as_of": iso(newest - DAY)}, newest - DAY),
+                          ({"currency": "EUR"}, None)]:
+        body = ok(get(world, SEG, who="admin@mut.example", **params))
+        at = as_of if as_of is not None else ms_of(body["segmentation_date"]) + 999
+        check_segments(body, orders, at, params.get("currency", "USD"))
 
 
 # ---- profiles ----

@@ -29,16 +29,31 @@ static const char *const descriptions[CM_RFM_NSEGMENTS] = {
     "Few orders, long ago (R<=2, F<=2)",
 };
 
-/* Counted orders of the tenant up to as_of in one currency, per customer. ?4 = period. */
+/* Per customer of the tenant in one currency (?2): id, first, last, orders, Σ total, an order
+ * in the last period, one in the period before (?3 = as_of, ?4 = period length). From the
+ * orders when some order is later than as_of, else from cm_customer_orders (schema/017: the
+ * same figures over every counted order, kept by triggers) plus the orders of the previous
+ * period: the last period's flag is then last > as_of - P. */
 static const char SQL_CUSTOMERS[] =
     "SELECT customer_id, min(created_at), max(created_at), count(*), sum(total_m),"
     " max(created_at > ?3 - ?4), max(created_at > ?3 - 2 * ?4 AND created_at <= ?3 - ?4) "
     "FROM cm_orders WHERE tenant_id = ?1 AND currency = ?2 AND created_at <= ?3"
     " AND status NOT IN ('cancelled', 'refunded') "
     "GROUP BY customer_id ORDER BY customer_id";
-static const char SQL_CURRENCIES[] =
-    "SELECT DISTINCT currency FROM cm_orders WHERE tenant_id = ?1 AND created_at <= ?2"
-    " AND status NOT IN ('cancelled', 'refunded') LIMIT 2";
+static const char SQL_LATER[] =
+    "SELECT 1 FROM cm_orders WHERE tenant_id = ?1 AND created_at > ?2 LIMIT 1";
+static const char SQL_SUMMARY[] =
+    "SELECT customer_id, first_at, last_at, orders, monetary_m, last_at > ?3 - ?4, 0 "
+    "FROM cm_customer_orders WHERE tenant_id = ?1 AND currency = ?2 ORDER BY customer_id";
+static const char SQL_PREV_PERIOD[] =
+    "SELECT DISTINCT customer_id FROM cm_orders WHERE tenant_id = ?1 AND currency = ?2"
+    " AND created_at > ?3 - 2 * ?4 AND created_at <= ?3 - ?4"
+    " AND status NOT IN ('cancelled', 'refunded')";
+/* The currencies of the tenant's counted orders: the first and the last by name. */
+static const char SQL_CURRENCY_FIRST[] =
+    "SELECT currency FROM cm_customer_orders WHERE tenant_id = ?1 ORDER BY currency LIMIT 1";
+static const char SQL_CURRENCY_LAST[] =
+    "SELECT currency FROM cm_customer_orders WHERE tenant_id = ?1 ORDER BY currency DESC LIMIT 1";
 static const char SQL_TEMP_CREATE[] =
     "CREATE TEMP TABLE IF NOT EXISTS cm_segment_members("
     "customer_id TEXT PRIMARY KEY, segment TEXT NOT NULL)";
@@ -81,24 +96,31 @@ static int segment_of(const struct cm_rfm *c)
     return SEG_HIBERNATING;
 }
 
-void cm_rfm_currency(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const char *currency,
-                     char out[8])
+/* The one text column of sql's first row into out (empty without a row). */
+static void first_text(sqlite3 *db, const char *sql, const char *tenant_id, char out[8])
+{
+    sqlite3_stmt *st = NULL;
+    out[0] = 0;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            snprintf(out, 8, "%s", (const char *)sqlite3_column_text(st, 0));
+    }
+    sqlite3_finalize(st);
+}
+
+void cm_rfm_currency(sqlite3 *db, const char *tenant_id, const char *currency, char out[8])
 {
     if (currency && currency[0]) {
         snprintf(out, 8, "%s", currency);
         return;
     }
-    sqlite3_stmt *st = NULL;
-    int found = 0;
-    if (sqlite3_prepare_v2(db, SQL_CURRENCIES, -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, as_of_ms);
-        while (sqlite3_step(st) == SQLITE_ROW)
-            if (found++ == 0)
-                snprintf(out, 8, "%s", (const char *)sqlite3_column_text(st, 0));
-    }
-    sqlite3_finalize(st);
-    if (found != 1)
+    char first[8], last[8];
+    first_text(db, SQL_CURRENCY_FIRST, tenant_id, first);
+    first_text(db, SQL_CURRENCY_LAST, tenant_id, last);
+    if (first[0] && strcmp(first, last) == 0)
+        snprintf(out, 8, "%s", first);
+    else
         cm_default_currency(db, tenant_id, out);
 }
 
@@ -203,34 +225,90 @@ static int push_row(struct cm_rfm_set *s, struct grow *g, sqlite3_stmt *st, int6
     return 0;
 }
 
+static sqlite3_stmt *prep_set(sqlite3 *db, const char *sql, const char *tenant_id,
+                              const char *currency, int64_t as_of_ms, int64_t period_ms)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return NULL;
+    }
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(st) >= 3) {
+        sqlite3_bind_text(st, 2, currency, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, as_of_ms);
+        /* without a period the flags are not used; one day keeps the arithmetic in range */
+        sqlite3_bind_int64(st, 4, period_ms > 0 ? period_ms : CM_DAY_MS);
+    } else {
+        sqlite3_bind_int64(st, 2, as_of_ms);
+    }
+    return st;
+}
+
+static int step_err(int rc)
+{
+    return rc == SQLITE_DONE ? 0 : (db_err(rc) ? db_err(rc) : TS_E_INTERNAL);
+}
+
+/* Whether the tenant has any order after as_of (then the summary rows do not apply). */
+static int orders_after(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, bool *ret)
+{
+    sqlite3_stmt *st = prep_set(db, SQL_LATER, tenant_id, NULL, as_of_ms, 0);
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    int rc = sqlite3_step(st);
+    sqlite3_finalize(st);
+    *ret = rc == SQLITE_ROW;
+    return rc == SQLITE_ROW ? 0 : step_err(rc);
+}
+
+static int load_rows(sqlite3 *db, const char *sql, const char *tenant_id, int64_t as_of_ms,
+                     int64_t period_ms, struct cm_rfm_set *s)
+{
+    struct grow g = {0};
+    sqlite3_stmt *st = prep_set(db, sql, tenant_id, s->currency, as_of_ms, period_ms);
+    int rc = SQLITE_ERROR, r = st ? 0 : TS_E_INTERNAL;
+    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
+        r = push_row(s, &g, st, as_of_ms);
+    if (r == 0)
+        r = step_err(rc);
+    sqlite3_finalize(st);
+    for (size_t i = 0; i < s->n; i++)
+        s->v[i].customer_id = s->ids + g.idoff[i];
+    free(g.idoff);
+    return r;
+}
+
+/* With the summary rows: bought_prev from the orders of (as_of - 2P, as_of - P]. */
+static int mark_prev_period(sqlite3 *db, const char *tenant_id, int64_t as_of_ms,
+                            int64_t period_ms, struct cm_rfm_set *s)
+{
+    sqlite3_stmt *st = prep_set(db, SQL_PREV_PERIOD, tenant_id, s->currency, as_of_ms, period_ms);
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct cm_rfm *c = (struct cm_rfm *)cm_rfm_find(s, (const char *)sqlite3_column_text(st, 0));
+        if (c)
+            c->bought_prev = true;
+    }
+    sqlite3_finalize(st);
+    return step_err(rc);
+}
+
 int cm_rfm_load(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const char *currency,
                 int64_t period_ms, struct cm_rfm_set *ret)
 {
     struct cm_rfm_set s = {0};
-    struct grow g = {0};
-    cm_rfm_currency(db, tenant_id, as_of_ms, currency, s.currency);
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, SQL_CUSTOMERS, -1, &st, NULL);
-    int r = rc == SQLITE_OK ? 0 : TS_E_INTERNAL;
-    if (r == 0) {
-        sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, s.currency, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, as_of_ms);
-        /* without a period the flags are meaningless; a period past every order keeps the
-         * arithmetic in range */
-        sqlite3_bind_int64(st, 4, period_ms > 0 ? period_ms : CM_DAY_MS);
-        while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-            r = push_row(&s, &g, st, as_of_ms);
-        if (r == 0 && rc != SQLITE_DONE)
-            r = db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
-    }
-    sqlite3_finalize(st);
-    for (size_t i = 0; r == 0 && i < s.n; i++) {
-        s.v[i].customer_id = s.ids + g.idoff[i];
-        if (period_ms <= 0)
-            s.v[i].bought_last = s.v[i].bought_prev = false;
-    }
-    free(g.idoff);
+    bool later;
+    cm_rfm_currency(db, tenant_id, currency, s.currency);
+    int r = orders_after(db, tenant_id, as_of_ms, &later);
+    if (r == 0)
+        r = load_rows(db, later ? SQL_CUSTOMERS : SQL_SUMMARY, tenant_id, as_of_ms, period_ms, &s);
+    if (r == 0 && !later && period_ms > 0)
+        r = mark_prev_period(db, tenant_id, as_of_ms, period_ms, &s);
+    for (size_t i = 0; r == 0 && period_ms <= 0 && i < s.n; i++)
+        s.v[i].bought_last = s.v[i].bought_prev = false;
     if (r == 0)
         r = score_all(&s);
     if (r < 0) {

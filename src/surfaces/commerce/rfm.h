@@ -4,8 +4,8 @@
  *
  * Definitions (README "### Customers and products"):
  * - The orders used: the tenant's counted orders with created_at <= as_of_ms in ONE currency:
- *   the one asked for, else the only currency the tenant's counted orders use, else the
- *   tenant's default currency (cm_settings). A customer is in the set when they have at least
+ *   the one asked for, else the only currency the tenant's counted orders use (at any time),
+ *   else the tenant's default currency (cm_settings). A customer is in the set when they have at least
  *   one such order.
  * - recency_days = floor((as_of - last order) / 1 day); frequency = orders; monetary = Σ total.
  * - Scores 1..5 by quintile rank among the set's customers: score = 1 + floor(5 * b / n) where
@@ -74,10 +74,9 @@ struct cm_rfm_set {
     char *ids;                      /* storage of the customer ids */
 };
 
-/* The currency rule above: currency when given, else the counted orders' only currency,
- * else the tenant default. out >= 8 bytes. */
-void cm_rfm_currency(sqlite3 *db, const char *tenant_id, int64_t as_of_ms, const char *currency,
-                     char out[8]);
+/* The currency rule above: currency when given, else the only currency of the tenant's
+ * counted orders (of any time), else the tenant default. out >= 8 bytes. */
+void cm_rfm_currency(sqlite3 *db, const char *tenant_id, const char *currency, char out[8]);
 
 /* Loads the set (period_ms > 0 also fills bought_last / bought_prev). 0, or a TS_E_* code
  * (nothing to free then). Free with cm_rfm_set_free. */
