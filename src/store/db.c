@@ -28,7 +28,35 @@ struct db {
     uint64_t guard_deadline_ns;  /* 0 = disarmed */
     struct db_stats stats;
     struct stmt_slot stmts[STMT_CACHE];
+    /* statements handed out since the last sweep: a SELECT left stepped but not reset would
+     * hold the connection's read snapshot open (stale reads, no checkpoints) until its next use */
+    sqlite3_stmt *used[64];
+    int nused;
+    bool used_overflow;
 };
+
+/* Resets every statement handed out since the last sweep. */
+static void stmts_sweep(struct db *db)
+{
+    if (db->used_overflow) {
+        for (sqlite3_stmt *st = sqlite3_next_stmt(db->h, NULL); st; st = sqlite3_next_stmt(db->h, st))
+            if (sqlite3_stmt_busy(st))
+                sqlite3_reset(st);
+    } else {
+        for (int i = 0; i < db->nused; i++)
+            sqlite3_reset(db->used[i]);
+    }
+    db->nused = 0;
+    db->used_overflow = false;
+}
+
+static void stmt_used(struct db *db, sqlite3_stmt *st)
+{
+    if (db->nused < (int)(sizeof(db->used) / sizeof(db->used[0])))
+        db->used[db->nused++] = st;
+    else
+        db->used_overflow = true;
+}
 
 static db_profile_fn profile_fn;
 static void *profile_arg;
@@ -322,6 +350,7 @@ void db_request_keep(struct db *db)
 int db_request_end(struct db *db, bool ok)
 {
     int rc = SQLITE_OK;
+    stmts_sweep(db);
     if (db->savepoint_set) {
         if (!ok && !db->keep)
             rc = sqlite3_exec(db->h, "ROLLBACK TO request", NULL, NULL, NULL);
@@ -335,6 +364,7 @@ int db_request_end(struct db *db, bool ok)
 
 int db_tick_commit(struct db *db)
 {
+    stmts_sweep(db);
     if (!db->in_tx)
         return 0;
     int rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
@@ -366,6 +396,7 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
             sqlite3_reset(s->stmt);
             sqlite3_clear_bindings(s->stmt);
             db->stats.queries++;
+            stmt_used(db, s->stmt);
             return s->stmt;
         }
         if (s->sql == NULL) {
@@ -376,6 +407,7 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
             }
             s->sql = sql;
             db->stats.queries++;
+            stmt_used(db, s->stmt);
             return s->stmt;
         }
     }
