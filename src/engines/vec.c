@@ -1,0 +1,278 @@
+/* Dense float vectors: dot products and exact inner-product top-k, AVX2/FMA or portable. */
+#include "engines/vec.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define VEC_HAVE_X86 1
+#else
+#define VEC_HAVE_X86 0
+#endif
+
+/* Scores are computed a block of rows at a time into a stack buffer and then offered to the
+ * heap, so the kernels stay small pure loops and the heap logic is written once. 256 rows of
+ * scores is 1 KiB: in L1 beside the query. */
+#define VEC_BLOCK 256
+
+/* ---------- portable kernel ---------- */
+
+static float dot_portable(const float *a, const float *b, int d)
+{
+    /* four independent sums so the adds pipeline (and the compiler may vectorise) */
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    int i = 0;
+    for (; i + 4 <= d; i += 4) {
+        s0 += a[i] * b[i];
+        s1 += a[i + 1] * b[i + 1];
+        s2 += a[i + 2] * b[i + 2];
+        s3 += a[i + 3] * b[i + 3];
+    }
+    for (; i < d; i++)
+        s0 += a[i] * b[i];
+    return (s0 + s1) + (s2 + s3);
+}
+
+static void dots_portable(const float *M, int rows, int d, const float *q, float *out)
+{
+    for (int r = 0; r < rows; r++)
+        out[r] = dot_portable(M + (size_t)r * (size_t)d, q, d);
+}
+
+/* ---------- AVX2/FMA kernel ---------- */
+
+#if VEC_HAVE_X86
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v)
+{
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m128 s = _mm_add_ps(lo, hi);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Unaligned loads: rows of a matrix whose d is not a multiple of 8 start anywhere, and on
+ * aligned data loadu costs the same as load. */
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int d)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= d; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= d; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < d; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static void dots_avx2(const float *M, int rows, int d,
+                                                          const float *q, float *out)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *row = M + (size_t)r * (size_t)d;
+        /* the next rows are read sequentially; the hardware prefetcher follows a linear
+         * scan, an explicit hint a few rows ahead helps it across page boundaries */
+        if (r + 4 < rows)
+            _mm_prefetch((const char *)(row + 4 * d), _MM_HINT_T0);
+        out[r] = dot_avx2(row, q, d);
+    }
+}
+#endif
+
+/* ---------- kernel choice ---------- */
+
+static _Atomic int kernel_in_use = VEC_KERNEL_AUTO;
+
+static bool cpu_has_avx2(void)
+{
+#if VEC_HAVE_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return false;
+#endif
+}
+
+enum vec_kernel vec_kernel_set(enum vec_kernel k)
+{
+    if (k == VEC_KERNEL_AUTO || k == VEC_KERNEL_AVX2)
+        k = cpu_has_avx2() ? VEC_KERNEL_AVX2 : VEC_KERNEL_PORTABLE;
+    atomic_store_explicit(&kernel_in_use, (int)k, memory_order_relaxed);
+    return k;
+}
+
+enum vec_kernel vec_kernel_get(void)
+{
+    int k = atomic_load_explicit(&kernel_in_use, memory_order_relaxed);
+    if (k == VEC_KERNEL_AUTO)
+        return vec_kernel_set(VEC_KERNEL_AUTO);
+    return (enum vec_kernel)k;
+}
+
+float vec_dot(const float *a, const float *b, int d)
+{
+    if (d <= 0)
+        return 0;
+#if VEC_HAVE_X86
+    if (vec_kernel_get() == VEC_KERNEL_AVX2)
+        return dot_avx2(a, b, d);
+#endif
+    return dot_portable(a, b, d);
+}
+
+static void dots(const float *M, int rows, int d, const float *q, float *out)
+{
+#if VEC_HAVE_X86
+    if (vec_kernel_get() == VEC_KERNEL_AVX2) {
+        dots_avx2(M, rows, d, q, out);
+        return;
+    }
+#endif
+    dots_portable(M, rows, d, q, out);
+}
+
+float vec_norm(const float *a, int d)
+{
+    return sqrtf(vec_dot(a, a, d));
+}
+
+float vec_normalize(float *a, int d)
+{
+    float n = vec_norm(a, d);
+    if (n > 0 && isfinite(n)) {
+        float inv = 1.0f / n;
+        for (int i = 0; i < d; i++)
+            a[i] *= inv;
+    }
+    return n;
+}
+
+/* ---------- top-k ---------- */
+
+struct cand {
+    float score;
+    int row;
+};
+
+/* a ranks below b: lower score, or the same score and a later row */
+static bool cand_worse(struct cand a, struct cand b)
+{
+    return a.score < b.score || (a.score == b.score && a.row > b.row);
+}
+
+/* A min-heap on rank: h[0] is the worst of the kept rows. */
+static void heap_sift_down(struct cand *h, int n, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && cand_worse(h[l], h[m]))
+            m = l;
+        if (r < n && cand_worse(h[r], h[m]))
+            m = r;
+        if (m == i)
+            return;
+        struct cand t = h[i];
+        h[i] = h[m];
+        h[m] = t;
+        i = m;
+    }
+}
+
+static void heap_sift_up(struct cand *h, int i)
+{
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!cand_worse(h[i], h[p]))
+            return;
+        struct cand t = h[i];
+        h[i] = h[p];
+        h[p] = t;
+        i = p;
+    }
+}
+
+static int cand_cmp_best_first(const void *pa, const void *pb)
+{
+    struct cand a = *(const struct cand *)pa, b = *(const struct cand *)pb;
+    if (cand_worse(a, b))
+        return 1;
+    if (cand_worse(b, a))
+        return -1;
+    return 0;
+}
+
+int vec_topk(const float *M, int n, int d, const float *q, int k,
+             bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores)
+{
+    if (k <= 0 || n <= 0 || d < 0)
+        return 0;
+    if (k > VEC_MAX_K)
+        k = VEC_MAX_K;
+    struct cand heap[VEC_MAX_K];
+    float block[VEC_BLOCK];
+    int len = 0;
+    for (int base = 0; base < n; base += VEC_BLOCK) {
+        int rows = n - base < VEC_BLOCK ? n - base : VEC_BLOCK;
+        dots(M + (size_t)base * (size_t)d, rows, d, q, block);
+        for (int r = 0; r < rows; r++) {
+            float s = block[r];
+            /* rows come in ascending order, so a score equal to the worst kept one ranks
+             * below it: only a strictly higher score gets in once the heap is full */
+            if (s != s || (len == k && s <= heap[0].score))
+                continue;
+            int row = base + r;
+            if (skip && skip(arg, row))
+                continue;
+            struct cand c = {s, row};
+            if (len < k) {
+                heap[len] = c;
+                heap_sift_up(heap, len++);
+            } else {
+                heap[0] = c;
+                heap_sift_down(heap, len, 0);
+            }
+        }
+    }
+    qsort(heap, (size_t)len, sizeof heap[0], cand_cmp_best_first);
+    for (int i = 0; i < len; i++) {
+        out_rows[i] = heap[i].row;
+        if (out_scores)
+            out_scores[i] = heap[i].score;
+    }
+    return len;
+}
+
+/* ---------- storage ---------- */
+
+float *vec_alloc(size_t n, size_t d)
+{
+    if (d != 0 && n > SIZE_MAX / sizeof(float) / d)
+        return NULL;
+    size_t bytes = n * d * sizeof(float);
+    /* aligned_alloc wants a multiple of the alignment, and a non-zero size */
+    size_t padded = (bytes + VEC_ALIGN - 1) / VEC_ALIGN * VEC_ALIGN;
+    if (padded < bytes)
+        return NULL;
+    if (padded == 0)
+        padded = VEC_ALIGN;
+    float *m = aligned_alloc(VEC_ALIGN, padded);
+    if (m)
+        memset(m, 0, padded);
+    return m;
+}
+
+float *vec_free(float *m)
+{
+    free(m);
+    return NULL;
+}

@@ -1,0 +1,42 @@
+/* Dense float vectors: dot products and exact top-k by inner product over a row-major matrix,
+ * with an AVX2/FMA kernel chosen at run time (__builtin_cpu_supports) and a portable one. Pure
+ * and thread-safe: nothing is shared between calls except the kernel choice. */
+#ifndef TS_VEC_H
+#define TS_VEC_H
+#include <stdbool.h>
+#include <stddef.h>
+
+#define VEC_ALIGN 32          /* matrices from vec_alloc start on a 32-byte boundary */
+#define VEC_MAX_K 1000        /* vec_topk keeps at most this many rows */
+
+/* a · b over d floats (d >= 0). */
+float vec_dot(const float *a, const float *b, int d);
+
+/* ||a||; and a scaled to unit length in place (left as is when its norm is 0). Return the
+ * norm before scaling. */
+float vec_norm(const float *a, int d);
+float vec_normalize(float *a, int d);
+
+/* The k rows of M (n rows of d floats each, row-major) with the largest M[row] · q, best
+ * first; equal scores are ordered by row number, so the answer is deterministic. Rows for
+ * which skip(arg, row) is true are left out (skip may be NULL); skip is called only for rows
+ * whose score would enter the current top k, so it may be moderately expensive. Rows whose
+ * score is NaN are left out. out_rows (required) and out_scores (NULL when not wanted) hold
+ * k entries. Returns how many rows were written: min(k, rows not skipped); 0 when k <= 0 or
+ * n <= 0; k above VEC_MAX_K is clamped to it. */
+int vec_topk(const float *M, int n, int d, const float *q, int k,
+             bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores);
+
+/* A zeroed n x d matrix aligned to VEC_ALIGN (NULL on overflow or out of memory); free with
+ * vec_free, which accepts NULL and returns NULL. */
+float *vec_alloc(size_t n, size_t d);
+float *vec_free(float *m);
+
+/* Which kernel vec_dot and vec_topk use. VEC_KERNEL_AUTO (the default) picks AVX2/FMA when
+ * the CPU has both. Forcing VEC_KERNEL_AVX2 on a CPU without them falls back to portable.
+ * For tests and benchmarks; set it before starting threads that use this module. Returns the
+ * kernel now in use (never AUTO). */
+enum vec_kernel { VEC_KERNEL_AUTO, VEC_KERNEL_PORTABLE, VEC_KERNEL_AVX2 };
+enum vec_kernel vec_kernel_set(enum vec_kernel k);
+enum vec_kernel vec_kernel_get(void);
+#endif
