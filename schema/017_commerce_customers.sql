@@ -1,8 +1,13 @@
--- Customer analytics (src/surfaces/commerce/rfm.c, customers.c).
+-- Customer and product analytics (src/surfaces/commerce/rfm.c, customers.c, products.c).
 
 -- A profile reads one customer's web events (sessions, product views); without this index that
 -- is a scan of the tenant's events.
 CREATE INDEX cm_events_customer ON cm_events(tenant_id, customer_id, timestamp);
+
+-- Product performance (src/surfaces/commerce/products.c) counts, per product, the sessions that
+-- viewed it and those that bought it in a time range: covered by this index (two range scans,
+-- product_view and purchase), instead of looking up every event of the range.
+CREATE INDEX cm_events_type_time ON cm_events(tenant_id, type, timestamp, product_id, session_id);
 
 -- Per customer and currency, their counted orders (status neither cancelled nor refunded):
 -- orders, Σ total_m, first and last created_at. Kept equal to a recomputation by the triggers

@@ -8,7 +8,10 @@ currency, web sessions that view and buy, inventory snapshots in two warehouses 
 inside the range) goes in through the batch ingestion route, and every figure is checked against the
 definitions computed again here in Python from the same records."""
 import math
+import os
 import random
+import sqlite3
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -286,7 +289,7 @@ def world(tmp_path_factory):
                                    ("events", shop.events), ("inventory", shop.inventory)]:
             for st in ingest_many(a, raw[who], data_type, records, size=5000):
                 assert st["status"] == "completed" and st["errors"] == [], st
-    yield {"api": a, "tok": tok, "acme": A, "globex": G}
+    yield {"api": a, "tok": tok, "raw": raw, "acme": A, "globex": G, "server": s}
     a.close()
     s.stop()
 
@@ -361,6 +364,60 @@ def test_tenant_isolation(world):
     check(mine, world["globex"], START, END)
     acme = ok(get(world, **tr(START, END)))
     assert "GX-ONLY" not in [p["product_id"] for p in acme["products"]]
+
+
+# ---- rollups ----
+
+def dirty_days(server):
+    with sqlite3.connect(f"file:{os.path.join(server.data, 'tessera.db')}?mode=ro", uri=True) as c:
+        return c.execute("SELECT count(*) FROM cm_rollup_dirty").fetchone()[0]
+
+
+def wait_clean(server, timeout=60):
+    deadline = time.time() + timeout
+    while dirty_days(server):
+        assert time.time() < deadline, "rollups still dirty"
+        time.sleep(0.1)
+
+
+def test_figures_equal_once_rollups_settle(world):
+    """Ranges on UTC day edges read the product rollup for clean days: the same figures."""
+    wait_clean(world["server"])
+    for sort_by, category, currency in [("revenue", None, "USD"), ("margin", "electronics", "USD"),
+                                        ("quantity", None, "EUR")]:
+        body = ok(get(world, sort_by=sort_by, currency=currency,
+                      **({"category": category} if category else {}), **tr(START, END)))
+        check(body, world["acme"], START, END, sort_by, category=category, currency=currency)
+    for start, end in [(START + 3 * DAY, START + 9 * DAY), (START - 40 * DAY, END + 40 * DAY),
+                       (START + 4 * DAY + 3600000, START + 9 * DAY)]:
+        check(ok(get(world, **tr(start, end))), world["acme"], start, end)
+
+
+def test_rollups_follow_resent_records(world):
+    """Re-sent orders and a product's new cost mark their days dirty: figures stay exact right
+    after (dirty days from the orders, the rest from the rollup) and once settled again."""
+    wait_clean(world["server"])
+    g, token = world["globex"], world["raw"]["admin@globex.example"]
+    changed = [dict(g.orders[0], status="cancelled"),
+               dict(g.orders[1], items=[{"product_id": "RISE-1", "quantity": 7, "unit_price": 1000.0}],
+                    total=7000.0),
+               dict(g.orders[2], created_at=iso(START + 20 * DAY + 5))]
+    g.n += 1
+    changed.append({"order_id": f"GO{g.n:05d}", "customer_id": "C01", "created_at": iso(START + 11 * DAY),
+                    "total": 30.0, "currency": "USD", "status": "paid", "channel": "web", "region": "EU",
+                    "items": [{"product_id": "GX-ONLY", "quantity": 6, "unit_price": 5.0}]})
+    for st in ingest_many(world["api"], token, "orders", changed):
+        assert st["status"] == "completed" and st["errors"] == [], st
+    g.products[1] = dict(g.products[1], cost=4.0)
+    for st in ingest_many(world["api"], token, "products", [g.products[1]]):
+        assert st["status"] == "completed" and st["errors"] == [], st
+    by_id = {o["order_id"]: o for o in g.orders}
+    by_id.update({o["order_id"]: o for o in changed})
+    g.orders = list(by_id.values())
+    for _ in range(2):
+        body = ok(get(world, who="admin@globex.example", **tr(START, END)))
+        check(body, g, START, END)
+        wait_clean(world["server"])
 
 
 # ---- bad input ----

@@ -45,23 +45,45 @@
     " o.tenant_id = ?1 AND o.created_at >= ?2 AND o.created_at < ?3 AND o.currency = ?4"   \
     " AND o.status NOT IN ('cancelled', 'refunded') "
 
-/* ?1 tenant, ?2 start, ?3 end, ?4 currency, ?5 category or NULL. Per product: name, category,
- * cost, revenue, quantity, Σ day index × revenue. CROSS JOIN keeps the orders of the range
- * outermost (the planner would otherwise walk every item of the tenant by product). */
-static const char SQL_PRODUCTS[] =
-    "WITH sales AS ("
-    " SELECT i.product_id AS pid, sum(i.quantity * i.unit_price_m) AS rev, sum(i.quantity) AS qty,"
-    "  sum(i.quantity * i.unit_price_m * ((o.created_at - ?2) / 86400000)) AS xy"
-    " FROM cm_orders o CROSS JOIN cm_order_items i"
-    "  ON i.tenant_id = o.tenant_id AND i.order_id = o.order_id"
-    " WHERE" COUNTED_IN_RANGE "GROUP BY i.product_id),"
-    " ids AS (SELECT product_id AS pid FROM cm_products WHERE tenant_id = ?1"
-    "  AND (?5 IS NULL OR category = ?5) UNION SELECT pid FROM sales) "
-    "SELECT ids.pid, coalesce(p.name, ids.pid), coalesce(p.category, ''), p.cost_m,"
-    " coalesce(s.rev, 0), coalesce(s.qty, 0), coalesce(s.xy, 0) "
-    "FROM ids LEFT JOIN cm_products p ON p.tenant_id = ?1 AND p.product_id = ids.pid"
-    " LEFT JOIN sales s ON s.pid = ids.pid "
-    "WHERE ?5 IS NULL OR p.category = ?5 ORDER BY ids.pid";
+/* Per product sold in the range: revenue, quantity, Σ day index × revenue. ?1 tenant, ?2
+ * start, ?3 end, ?4 currency. From the orders: CROSS JOIN keeps the range's orders outermost
+ * (the planner would otherwise walk every item of the tenant by product). */
+#define SALES_FROM_ORDERS                                                                  \
+    "sales AS (SELECT i.product_id AS pid, sum(i.quantity * i.unit_price_m) AS rev,"       \
+    " sum(i.quantity) AS qty, sum(i.quantity * i.unit_price_m * ((o.created_at - ?2) / 86400000))" \
+    " AS xy FROM cm_orders o CROSS JOIN cm_order_items i"                                  \
+    " ON i.tenant_id = o.tenant_id AND i.order_id = o.order_id"                            \
+    " WHERE" COUNTED_IN_RANGE "GROUP BY i.product_id)"
+/* The same for a range on UTC day edges (?6 = first day, ?7 = the day after the last):
+ * cm_rollup_product_day (schema/013) for the clean days, the orders for the days
+ * cm_rollup_dirty marks, so the sums are exact whatever the rollup job has done. */
+#define SALES_FROM_ROLLUPS                                                                 \
+    "sales AS (SELECT pid, sum(rev) AS rev, sum(qty) AS qty, sum(xy) AS xy FROM ("         \
+    " SELECT r.product_id AS pid, r.revenue_m AS rev, r.quantity AS qty,"                  \
+    "  r.revenue_m * (r.day - ?6) AS xy FROM cm_rollup_product_day r"                      \
+    " WHERE r.tenant_id = ?1 AND r.day >= ?6 AND r.day < ?7 AND r.currency = ?4"           \
+    "  AND NOT EXISTS (SELECT 1 FROM cm_rollup_dirty d WHERE d.tenant_id = ?1 AND d.day = r.day)" \
+    " UNION ALL"                                                                           \
+    " SELECT i.product_id, i.quantity * i.unit_price_m, i.quantity,"                       \
+    "  i.quantity * i.unit_price_m * (d.day - ?6)"                                         \
+    " FROM cm_rollup_dirty d CROSS JOIN cm_orders o CROSS JOIN cm_order_items i"          \
+    "  ON i.tenant_id = o.tenant_id AND i.order_id = o.order_id"                           \
+    " WHERE d.tenant_id = ?1 AND d.day >= ?6 AND d.day < ?7 AND o.tenant_id = ?1"          \
+    "  AND o.created_at >= d.day * 86400000 AND o.created_at < (d.day + 1) * 86400000"     \
+    "  AND o.currency = ?4 AND o.status NOT IN ('cancelled', 'refunded')"                  \
+    ") GROUP BY pid)"
+/* Every product of the tenant (of category ?5 when not NULL) and every product sold without
+ * a record (only without a category filter), in id order: name, category, cost and sales. */
+#define PRODUCTS_WITH_SALES                                                                \
+    ", ids AS (SELECT product_id AS pid FROM cm_products WHERE tenant_id = ?1"             \
+    "  AND (?5 IS NULL OR category = ?5) UNION SELECT pid FROM sales) "                    \
+    "SELECT ids.pid, coalesce(p.name, ids.pid), coalesce(p.category, ''), p.cost_m,"       \
+    " coalesce(s.rev, 0), coalesce(s.qty, 0), coalesce(s.xy, 0) "                          \
+    "FROM ids LEFT JOIN cm_products p ON p.tenant_id = ?1 AND p.product_id = ids.pid"      \
+    " LEFT JOIN sales s ON s.pid = ids.pid "                                               \
+    "WHERE ?5 IS NULL OR p.category = ?5 ORDER BY ids.pid"
+static const char SQL_PRODUCTS[] = "WITH " SALES_FROM_ORDERS PRODUCTS_WITH_SALES;
+static const char SQL_PRODUCTS_ROLLUP[] = "WITH " SALES_FROM_ROLLUPS PRODUCTS_WITH_SALES;
 /* Sessions that viewed each product in the range, and of them those that bought it. */
 static const char SQL_CONVERSION[] =
     "SELECT product_id, count(*), sum(bought) FROM ("
@@ -69,12 +91,21 @@ static const char SQL_CONVERSION[] =
     " FROM cm_events WHERE tenant_id = ?1 AND timestamp >= ?2 AND timestamp < ?3"
     "  AND product_id IS NOT NULL AND type IN ('product_view', 'purchase')"
     " GROUP BY product_id, session_id) WHERE viewed GROUP BY product_id";
-/* Every snapshot up to the last sample time (?3), in primary-key order (product, warehouse,
- * time): no sort (the unary + keeps the planner off the time index), and the ones before the
- * range only set the level the walk starts from. */
-static const char SQL_INVENTORY[] =
-    "SELECT product_id, warehouse, timestamp, quantity FROM cm_inventory"
-    " WHERE tenant_id = ?1 AND +timestamp <= ?3 ORDER BY product_id, warehouse, timestamp";
+/* Inventory by primary key (product, warehouse, time), one listed product at a time: its
+ * warehouses one after the other (a skip over the key), and of each the snapshots from the
+ * latest at or before start (?4) up to the last sample time (?5), so older history is never
+ * read. ?2 product, ?3 warehouse. */
+static const char SQL_INV_FIRST_WAREHOUSE[] =
+    "SELECT warehouse FROM cm_inventory WHERE tenant_id = ?1 AND product_id = ?2"
+    " ORDER BY warehouse LIMIT 1";
+static const char SQL_INV_NEXT_WAREHOUSE[] =
+    "SELECT warehouse FROM cm_inventory WHERE tenant_id = ?1 AND product_id = ?2"
+    " AND warehouse > ?3 ORDER BY warehouse LIMIT 1";
+static const char SQL_INV_LEVELS[] =
+    "SELECT timestamp, quantity FROM cm_inventory"
+    " WHERE tenant_id = ?1 AND product_id = ?2 AND warehouse = ?3 AND timestamp <= ?5"
+    " AND timestamp >= coalesce((SELECT max(timestamp) FROM cm_inventory WHERE tenant_id = ?1"
+    "  AND product_id = ?2 AND warehouse = ?3 AND timestamp <= ?4), ?4) ORDER BY timestamp";
 
 enum sort_key { SORT_REVENUE, SORT_QUANTITY, SORT_MARGIN };
 
@@ -149,6 +180,10 @@ static sqlite3_stmt *prep(const struct perf *pf, const char *sql, int64_t t3)
         sqlite3_bind_text(st, 4, pf->currency, -1, SQLITE_STATIC);
     if (n >= 5 && pf->category)
         sqlite3_bind_text(st, 5, pf->category, -1, SQLITE_STATIC);
+    if (n >= 7) {
+        sqlite3_bind_int64(st, 6, pf->start / CM_DAY_MS);
+        sqlite3_bind_int64(st, 7, pf->end / CM_DAY_MS);
+    }
     return st;
 }
 
@@ -216,74 +251,98 @@ static int conversion_row(struct perf *pf, sqlite3_stmt *st)
     return 0;
 }
 
-/* Walking one product × warehouse's snapshots against the sample times. */
-struct walk {
-    struct prod *p;                 /* NULL: a product not listed */
-    char id[256], warehouse[256];
-    bool open;
-    int64_t k, cur;
-};
-
-struct inv {
-    struct perf *pf;
-    struct walk w;
-};
-
 static int64_t sample_at(const struct perf *pf, int64_t k)
 {
     int64_t t = pf->start + (k + 1) * CM_DAY_MS;
     return t < pf->end ? t : pf->end;
 }
 
+/* One product × warehouse's snapshots against the sample times: the level at each sample is
+ * the latest snapshot at or before it (0 before the first). */
+struct walk {
+    int64_t k, cur;
+};
+
 /* Adds the current level for every sample before ts (to the end when ts < 0). */
-static void walk_until(const struct perf *pf, struct walk *w, int64_t ts)
+static void walk_until(const struct perf *pf, struct prod *p, struct walk *w, int64_t ts)
 {
     while (w->k < pf->days && (ts < 0 || sample_at(pf, w->k) < ts)) {
-        if (w->p)
-            w->p->unit_days += (double)w->cur;
+        p->unit_days += (double)w->cur;
         w->k++;
     }
 }
 
-static int inventory_row(struct perf *pf, sqlite3_stmt *st, struct walk *w)
+struct inv_stmts {
+    sqlite3_stmt *first, *next, *levels;
+};
+
+static int walk_warehouse(struct perf *pf, struct inv_stmts *q, struct prod *p, const char *wh)
 {
-    const char *id = col_text(st, 0), *wh = col_text(st, 1);
-    if (!w->open || strcmp(id, w->id) != 0 || strcmp(wh, w->warehouse) != 0) {
-        if (w->open)
-            walk_until(pf, w, -1);
-        snprintf(w->id, sizeof(w->id), "%s", id);
-        snprintf(w->warehouse, sizeof(w->warehouse), "%s", wh);
-        w->p = find(pf, id);
-        w->open = true;
-        w->k = 0;
-        w->cur = 0;
+    sqlite3_stmt *st = q->levels;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 2, p->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, wh, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 4, pf->start);
+    sqlite3_bind_int64(st, 5, sample_at(pf, pf->days - 1));
+    struct walk w = {0, 0};
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        walk_until(pf, p, &w, sqlite3_column_int64(st, 0));
+        w.cur = sqlite3_column_int64(st, 1);
     }
-    walk_until(pf, w, sqlite3_column_int64(st, 2));
-    w->cur = sqlite3_column_int64(st, 3);
-    return 0;
+    walk_until(pf, p, &w, -1);
+    return rc == SQLITE_DONE ? 0 : (db_err(rc) ? db_err(rc) : TS_E_INTERNAL);
+}
+
+/* The product's warehouse after prev (the first when prev is NULL) into wh; 0 with none. */
+static int next_warehouse(struct inv_stmts *q, const struct prod *p, const char *prev,
+                          char **ret)
+{
+    sqlite3_stmt *st = prev ? q->next : q->first;
+    sqlite3_reset(st);
+    sqlite3_bind_text(st, 2, p->id, -1, SQLITE_STATIC);
+    if (prev)
+        sqlite3_bind_text(st, 3, prev, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    free(*ret);
+    *ret = rc == SQLITE_ROW ? strdup(col_text(st, 0)) : NULL;
+    if (rc == SQLITE_ROW)
+        return *ret ? 1 : TS_E_INTERNAL;
+    return rc == SQLITE_DONE ? 0 : (db_err(rc) ? db_err(rc) : TS_E_INTERNAL);
+}
+
+static int inventory_of(struct perf *pf, struct inv_stmts *q, struct prod *p)
+{
+    char *wh = NULL;
+    int r;
+    while ((r = next_warehouse(q, p, wh, &wh)) > 0) {
+        r = walk_warehouse(pf, q, p, wh);
+        if (r < 0)
+            break;
+    }
+    free(wh);
+    return r;
 }
 
 static int load_inventory(struct perf *pf)
 {
-    sqlite3_stmt *st = prep(pf, SQL_INVENTORY, sample_at(pf, pf->days - 1));
-    if (st == NULL)
-        return TS_E_INTERNAL;
-    struct walk *w = calloc(1, sizeof(*w));
-    int rc = SQLITE_NOMEM, r = w ? 0 : TS_E_INTERNAL;
-    while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW)
-        r = inventory_row(pf, st, w);
-    if (r == 0 && rc != SQLITE_DONE)
-        r = db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
-    if (r == 0 && w->open)
-        walk_until(pf, w, -1);
-    free(w);
-    sqlite3_finalize(st);
+    struct inv_stmts q = {prep(pf, SQL_INV_FIRST_WAREHOUSE, 0), prep(pf, SQL_INV_NEXT_WAREHOUSE, 0),
+                          prep(pf, SQL_INV_LEVELS, 0)};
+    int r = q.first && q.next && q.levels ? 0 : TS_E_INTERNAL;
+    for (size_t i = 0; r == 0 && i < pf->n; i++)
+        r = inventory_of(pf, &q, &pf->v[i]);
+    sqlite3_finalize(q.first);
+    sqlite3_finalize(q.next);
+    sqlite3_finalize(q.levels);
     return r;
 }
 
 static int load(struct perf *pf)
 {
-    int r = step_all(prep(pf, SQL_PRODUCTS, pf->end), push_product, pf);
+    /* rollup rows are whole UTC days: a range on day edges can use them */
+    bool days = pf->start % CM_DAY_MS == 0 && pf->end % CM_DAY_MS == 0;
+    int r = step_all(prep(pf, days ? SQL_PRODUCTS_ROLLUP : SQL_PRODUCTS, pf->end), push_product,
+                     pf);
     if (r == 0)
         r = step_all(prep(pf, SQL_CONVERSION, pf->end), conversion_row, pf);
     if (r == 0)

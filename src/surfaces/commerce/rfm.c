@@ -288,7 +288,8 @@ static int mark_prev_period(sqlite3 *db, const char *tenant_id, int64_t as_of_ms
         return TS_E_INTERNAL;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct cm_rfm *c = (struct cm_rfm *)cm_rfm_find(s, (const char *)sqlite3_column_text(st, 0));
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        struct cm_rfm *c = (struct cm_rfm *)cm_rfm_find(s, id);
         if (c)
             c->bought_prev = true;
     }

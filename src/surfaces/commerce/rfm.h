@@ -5,8 +5,9 @@
  * Definitions (README "### Customers and products"):
  * - The orders used: the tenant's counted orders with created_at <= as_of_ms in ONE currency:
  *   the one asked for, else the only currency the tenant's counted orders use (at any time),
- *   else the tenant's default currency (cm_settings). A customer is in the set when they have at least
- *   one such order.
+ *   else the tenant's default currency (cm_settings). A customer is in the set when they have
+ *   at least one such order. With no order of the tenant later than as_of the figures come
+ *   from cm_customer_orders (schema/017), else from the orders.
  * - recency_days = floor((as_of - last order) / 1 day); frequency = orders; monetary = Σ total.
  * - Scores 1..5 by quintile rank among the set's customers: score = 1 + floor(5 * b / n) where
  *   n = customers in the set and b = customers strictly worse (R: larger recency_days; F:
