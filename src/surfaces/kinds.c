@@ -6,7 +6,7 @@ const struct job_kind job_kinds[] = {
     /* name, run, max active per tenant, max attempts */
     {"desk.export", desk_export_job, 2, 3},   /* tickets report past 50,000 rows */
     {"commerce.rollup", cm_rollup_job, 1, 3}, /* recomputes dirty days of the rollups */
-    {"commerce.ingest", cm_ingest_job, 32, 5}, /* one batch: check, store in chunks */
+    {"commerce.ingest", cm_ingest_job, 16, 5}, /* one batch: check, store in chunks */
     {NULL, NULL, 0, 0},
 };
 

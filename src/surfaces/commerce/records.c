@@ -303,23 +303,94 @@ static bool number_of(const json_t *v, double *ret)
     return isfinite(*ret);
 }
 
-#define MONEY_MAX 1e14   /* units: beyond any real amount, and *10000 stays inside int64 */
+#define MONEY_MAX_M 1000000000000000000LL  /* 10^14 units: beyond any real amount */
 #define INT_MAX_V 9e15
 
-static void check_money(struct check *c, const struct fspec *f, const json_t *v, int i)
+/* Decimal text (as number_of accepts it) to ten-thousandths, exactly: the digits are scaled by
+ * their exponent and rounded half away from zero at the fourth decimal, so "2.00005" is 20001
+ * whatever binary floating point would make of it. 0, or -1 when out of range. */
+static int decimal_m(const char *s, int64_t *ret)
 {
+    while (*s == ' ' || *s == '\t')
+        s++;
+    bool neg = *s == '-';
+    s += *s == '+' || *s == '-';
+    char dig[40];
+    int nd = 0, frac = 0, exp = 0;
+    bool point = false;
+    for (; isdigit((unsigned char)*s) || (*s == '.' && !point); s++) {
+        if (*s == '.') {
+            point = true;
+            continue;
+        }
+        frac += point;
+        if (nd == 0 && *s == '0')
+            continue; /* leading zeros carry no value */
+        if (nd == (int)sizeof(dig))
+            return -1;
+        dig[nd++] = *s;
+    }
+    if (*s == 'e' || *s == 'E') {
+        long e = strtol(s + 1, NULL, 10);
+        if (e > 40 || e < -40)
+            return e > 0 && nd ? -1 : (*ret = 0, 0);
+        exp = (int)e;
+    }
+    int k = exp - frac + 4; /* value x 10^4 = digits x 10^k */
+    int keep = k >= 0 ? nd : nd + k;
+    if (keep + (k > 0 ? k : 0) > 18)
+        return -1;
+    int64_t m = 0;
+    for (int i = 0; i < keep; i++)
+        m = m * 10 + (dig[i] - '0');
+    for (int i = 0; i < k; i++)
+        m *= 10;
+    if (keep >= 0 && keep < nd && dig[keep] >= '5')
+        m++;
+    if (m > MONEY_MAX_M)
+        return -1;
+    *ret = neg ? -m : m;
+    return 0;
+}
+
+/* Money as a JSON number or a numeric string, in ten-thousandths. A JSON real goes through its
+ * shortest faithful decimal (15 significant digits), so 1.00005 is 10001 as written. */
+static int money_of(const json_t *v, int64_t *ret)
+{
+    char text[48];
     double d;
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x > MONEY_MAX_M / 10000 || x < -MONEY_MAX_M / 10000)
+            return -1;
+        *ret = (int64_t)x * 10000;
+        return 0;
+    }
     if (!number_of(v, &d))
+        return -2;
+    if (json_is_real(v)) {
+        snprintf(text, sizeof(text), "%.15g", d);
+        return decimal_m(text, ret);
+    }
+    return decimal_m(json_string_value(v), ret);
+}
+
+static void check_money(struct check *c, const struct fspec *f, const json_t *v, int64_t *out,
+                        bool *has)
+{
+    int64_t m;
+    int r = money_of(v, &m);
+    if (r == -2)
         return fail_add(c, f->name, "validity",
                         arena_printf(c->a, "%s must be a number", f->name));
-    if (fabs(d) > MONEY_MAX)
+    if (r < 0)
         return fail_add(c, f->name, "validity",
                         arena_printf(c->a, "%s is out of range", f->name));
-    if ((f->flags & NONNEG) && d < 0)
+    if ((f->flags & NONNEG) && m < 0)
         return fail_add(c, f->name, "accuracy",
                         arena_printf(c->a, "%s must not be negative", f->name));
-    c->rec->num[i] = llround(d * 10000.0);
-    c->rec->has[i] = true;
+    *out = m;
+    *has = true;
 }
 
 static bool int_of(const json_t *v, int64_t *ret)
@@ -489,7 +560,7 @@ static void check_field(struct check *c, const struct fspec *f, const json_t *v,
     case F_ENUM: *txt = enum_of(c, f, v); break;
     case F_CURRENCY: *txt = currency_of(c, f, v); break;
     case F_TIME: check_time(c, f, v, i); break;
-    case F_MONEY: check_money(c, f, v, i); break;
+    case F_MONEY: check_money(c, f, v, num, has); break;
     case F_INT: check_int(c, f, v, num, has); break;
     case F_BOOL: check_bool(c, f, v, i); break;
     }
@@ -530,17 +601,8 @@ static void check_items(struct check *c, const json_t *items)
                 out->product_id = id_of(&ic, f, v);
             else if (i == 1)
                 check_int(&ic, f, v, &out->quantity, &has);
-            else {
-                double d;
-                if (!number_of(v, &d))
-                    fail_add(&ic, f->name, "validity", "unit_price must be a number");
-                else if (fabs(d) > MONEY_MAX)
-                    fail_add(&ic, f->name, "validity", "unit_price is out of range");
-                else if (d < 0)
-                    fail_add(&ic, f->name, "accuracy", "unit_price must not be negative");
-                else
-                    out->unit_price_m = llround(d * 10000.0);
-            }
+            else
+                check_money(&ic, f, v, &out->unit_price_m, &has);
         }
     }
     r->nitems = (int)n;
