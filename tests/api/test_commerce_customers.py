@@ -583,3 +583,27 @@ def test_requires_credentials(world):
         r = world["api"].get(path)
         assert r.status_code == 401
         assert r.json()["success"] is False
+
+
+def test_analytics_rate_class():
+    """The analytics routes share the analytics class (contract 6.2: 500/hour per key), apart
+    from the general commerce class."""
+    s = Server("--rate-limit", "analytics=3/60")
+    api = Api(s)
+    try:
+        tenant(s.data, "R", "r.example")
+        user(s.data, "r.example", "a@r.example", "viewer")
+        h = bearer(login(api, "a@r.example")["access_token"])
+        for i, path in enumerate([SEG, "/api/v1/analytics/products/performance", prof("nobody")]):
+            params = {"start": iso(AS_OF - DAY), "end": iso(AS_OF)} if "products" in path else {}
+            r = api.get(path, headers=h, params=params)
+            assert r.status_code in (200, 404), r.text
+            assert r.headers["X-RateLimit-Limit"] == "3"
+            assert r.headers["X-RateLimit-Remaining"] == str(2 - i)
+        r = api.get(SEG, headers=h)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+        assert int(r.headers["Retry-After"]) >= 1
+        assert api.get("/api/v1/ingest/sources", headers=h).status_code == 200  # another class
+    finally:
+        api.close()
+        s.stop()
