@@ -50,4 +50,11 @@ struct app;
 int recs_serving_start(struct app *app);
 void recs_serving_stop(void);
 void recs_serving_model_ready(const char *tenant_id, const char *model_version);
+/* The data side calls this on the loop thread once per user whose interactions it just
+ * stored (inside the request or job_write apply that wrote them is fine, before the commit:
+ * serving reads the user's latest interaction id on the writer connection, so it can tell a
+ * worker snapshot that does not have them yet). It drops the user's cached recommendations and
+ * folds the new interactions into their vector (and into popularity) in the pool, so the next
+ * recommendation reflects them without retraining. */
+void recs_serving_user_changed(const char *tenant_id, const char *user_id);
 #endif

@@ -20,3 +20,9 @@ void recs_serving_model_ready(const char *tenant_id, const char *model_version)
     (void)tenant_id;
     (void)model_version;
 }
+
+void recs_serving_user_changed(const char *tenant_id, const char *user_id)
+{
+    (void)tenant_id;
+    (void)user_id;
+}
