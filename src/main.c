@@ -15,6 +15,7 @@
 
 #include "api/app.h"
 #include "surfaces/recs/recs.h"
+#include "surfaces/recs/usage.h"
 #include "api/observe.h"
 #include "auth/identity.h"
 #include "auth/perms.h"
@@ -208,6 +209,7 @@ static void closing_done(struct server *s)
     desk_sla_timer_stop();
     commerce_timers_stop();
     recs_serving_stop();
+    recs_usage_stop();
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -397,6 +399,7 @@ static int cmd_serve(struct config *cfg)
     desk_sla_timer_start(app);
     commerce_timers_start(app);
     recs_serving_start(app);
+    recs_usage_start(app);
     app->ready = true;
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);
