@@ -1,12 +1,13 @@
 /* The --demo shop (issue 5 "Demo data"): the deterministic shop of tools/commerce_gen.c
  * (2,000 products, 20,000 customers, 200,000 orders over the 548 days ending at the moment of
  * seeding, payments, weekly stock, two weeks of web sessions) written straight into the cm_*
- * tables with prepared statements inside the demo transaction, then two dashboards and a few
- * alert rules whose thresholds come from the figures just written. */
+ * tables with prepared multi-row inserts inside the demo transaction, then two dashboards and
+ * a few alert rules whose thresholds come from the figures just written. */
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/app.h"
@@ -26,36 +27,55 @@ static const struct {
     [S_CRM] = {"demo-crm", "Demo CRM customer export", "file"},
     [S_WEB] = {"demo-web", "Demo web analytics events", "stream"},
 };
-static const int kind_source[CG_KIND_N] = {
-    [CG_PRODUCT] = S_ERP, [CG_CUSTOMER] = S_CRM,     [CG_ORDER] = S_SHOP,
-    [CG_TRANSACTION] = S_SHOP, [CG_INVENTORY] = S_ERP, [CG_EVENT] = S_WEB,
+
+/* ---------- multi-row inserts ----------
+ * Records go out ROWS_PER_INSERT at a time in one INSERT ... VALUES (...), (...): one
+ * statement step, one record buffer and one profile callback per 64 rows instead of per row.
+ * Every row's tenant, source and ingested_at are the parameters ?1, ?2 and ?3. */
+#define ROWS_PER_INSERT 64
+#define COLS_MAX 13
+#define ROW_TEXT_MAX 2048 /* the text of one row: every generated string is far shorter */
+
+enum { T_PRODUCTS, T_CUSTOMERS, T_ORDERS, T_ITEMS, T_TX, T_INVENTORY, T_EVENTS, T_N };
+
+/* shape: per column, 't' tenant, 's' source, 'i' ingested_at, 'v' a value of the row */
+static const struct {
+    const char *columns, *shape;
+    int source;
+} tables[T_N] = {
+    [T_PRODUCTS] = {"cm_products(tenant_id, product_id, name, category, price_m, cost_m, sku, "
+                    "active, source_id, ingested_at)", "tvvvvvvvsi", S_ERP},
+    [T_CUSTOMERS] = {"cm_customers(tenant_id, customer_id, created_at, email, name, region, "
+                     "channel, source_id, ingested_at)", "tvvvvvvsi", S_CRM},
+    [T_ORDERS] = {"cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, "
+                  "status, channel, region, source_id, ingested_at)", "tvvvvvvvvsi", S_SHOP},
+    [T_ITEMS] = {"cm_order_items(tenant_id, order_id, line, product_id, quantity, "
+                 "unit_price_m)", "tvvvvv", S_SHOP},
+    [T_TX] = {"cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, order_id, "
+              "customer_id, currency, channel, region, payment_method, source_id, ingested_at)",
+              "tvvvvvvvvvvsi", S_SHOP},
+    [T_INVENTORY] = {"cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, "
+                     "reorder_level, source_id, ingested_at)", "tvvvvvsi", S_ERP},
+    [T_EVENTS] = {"cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, "
+                  "product_id, source_id, ingested_at)", "tvvvvvvsi", S_WEB},
 };
 
-enum { Q_PRODUCT, Q_CUSTOMER, Q_ORDER, Q_ITEM, Q_TX, Q_INVENTORY, Q_EVENT, Q_SOURCE, Q_SETTINGS,
-       Q_N };
+struct cell {
+    enum { C_NULL, C_INT, C_TEXT } type;
+    int64_t i;
+    uint32_t off, len; /* C_TEXT: in rows.text */
+};
 
-static const char *const sql[Q_N] = {
-    [Q_PRODUCT] = "INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, "
-                  "cost_m, sku, active, source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?,?,?)",
-    [Q_CUSTOMER] = "INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, "
-                   "region, channel, source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?,?)",
-    [Q_ORDER] = "INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, "
-                "currency, status, channel, region, source_id, ingested_at) "
-                "VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-    [Q_ITEM] = "INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, "
-               "unit_price_m) VALUES(?,?,?,?,?,?)",
-    [Q_TX] = "INSERT INTO cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, "
-             "order_id, customer_id, currency, channel, region, payment_method, source_id, "
-             "ingested_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-    [Q_INVENTORY] = "INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, "
-                    "quantity, reorder_level, source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?)",
-    [Q_EVENT] = "INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, "
-                "customer_id, product_id, source_id, ingested_at) VALUES(?,?,?,?,?,?,?,?,?)",
-    [Q_SOURCE] = "INSERT INTO cm_sources(tenant_id, source_id, name, type, status, configuration, "
-                 "created_at, updated_at, last_ingestion, total_records) "
-                 "VALUES(?,?,?,?,'active',?,?,?,?,?)",
-    [Q_SETTINGS] = "INSERT INTO cm_settings(tenant_id, default_currency) VALUES(?, 'USD') "
-                   "ON CONFLICT(tenant_id) DO NOTHING",
+/* One table's pending rows. */
+struct rows {
+    sqlite3_stmt *many, *one;  /* ROWS_PER_INSERT rows; one row (the tail) */
+    int nvals;                 /* 'v' columns */
+    int n;                     /* complete rows buffered */
+    int at;                    /* cells of the row being added */
+    struct cell cells[ROWS_PER_INSERT * COLS_MAX];
+    char text[ROWS_PER_INSERT * ROW_TEXT_MAX];
+    size_t used;
+    bool overflow;             /* a row's text was longer than ROW_TEXT_MAX */
 };
 
 /* Figures of the shop gathered while it is written, for alert thresholds that fit it. */
@@ -73,7 +93,7 @@ struct seed {
     sqlite3 *db;
     const char *tenant;
     int64_t now;
-    sqlite3_stmt *q[Q_N];
+    struct rows *rows;         /* T_N of them */
     int64_t counts[S_N];
     struct shop_figures fig;
 };
@@ -91,105 +111,214 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
     sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
 }
 
-static void bind_opt_text(sqlite3_stmt *q, int i, const char *v)
+/* INSERT INTO table VALUES (?1, ?4, ...), ... for nrows rows. */
+static sqlite3_stmt *rows_stmt(sqlite3 *db, int t, int nrows)
 {
-    if (v)
-        sqlite3_bind_text(q, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(q, i);
+    sqlite3_str *q = sqlite3_str_new(db);
+    sqlite3_str_appendf(q, "INSERT INTO %s VALUES", tables[t].columns);
+    int nvals = 0;
+    for (const char *c = tables[t].shape; *c; c++)
+        nvals += *c == 'v';
+    for (int r = 0, k = 4; r < nrows; r++) {
+        sqlite3_str_appendall(q, r ? ",(" : "(");
+        for (const char *c = tables[t].shape; *c; c++) {
+            int param = *c == 't' ? 1 : *c == 's' ? 2 : *c == 'i' ? 3 : k++;
+            sqlite3_str_appendf(q, "%s?%d", c == tables[t].shape ? "" : ",", param);
+        }
+        sqlite3_str_appendall(q, ")");
+    }
+    char *text = sqlite3_str_finish(q);
+    sqlite3_stmt *st = NULL;
+    if (text)
+        sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    sqlite3_free(text);
+    return st;
 }
 
-/* Binds tenant (1), the record's source and ingested_at (the last two parameters). */
-static sqlite3_stmt *stmt_for(struct seed *s, int which, enum cg_kind kind, int nparams)
+static int rows_open(struct seed *s)
 {
-    sqlite3_stmt *q = s->q[which];
+    for (int t = 0; t < T_N; t++) {
+        struct rows *rw = &s->rows[t];
+        rw->many = rows_stmt(s->db, t, ROWS_PER_INSERT);
+        rw->one = rows_stmt(s->db, t, 1);
+        for (const char *c = tables[t].shape; *c; c++)
+            rw->nvals += *c == 'v';
+        if (!rw->many || !rw->one || rw->nvals > COLS_MAX)
+            return TS_E_INTERNAL;
+    }
+    return 0;
+}
+
+static void rows_close(struct seed *s)
+{
+    for (int t = 0; s->rows && t < T_N; t++) {
+        sqlite3_finalize(s->rows[t].many);
+        sqlite3_finalize(s->rows[t].one);
+    }
+}
+
+/* Binds rows [first, first + n) of rw into q from parameter 4 on, and the constants. */
+static void rows_bind(struct seed *s, int t, struct rows *rw, sqlite3_stmt *q, int first, int n)
+{
     bind_text(q, 1, s->tenant);
-    bind_text(q, nparams - 1, sources[kind_source[kind]].id);
-    sqlite3_bind_int64(q, nparams, s->now);
-    s->counts[kind_source[kind]]++;
-    return q;
+    bind_text(q, 2, sources[tables[t].source].id);
+    sqlite3_bind_int64(q, 3, s->now);
+    const struct cell *c = &rw->cells[first * rw->nvals];
+    for (int k = 0; k < n * rw->nvals; k++, c++) {
+        if (c->type == C_INT)
+            sqlite3_bind_int64(q, 4 + k, c->i);
+        else if (c->type == C_TEXT)
+            sqlite3_bind_text(q, 4 + k, rw->text + c->off, (int)c->len, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q, 4 + k);
+    }
+}
+
+static int rows_flush(struct seed *s, int t)
+{
+    struct rows *rw = &s->rows[t];
+    int rc = 0;
+    if (rw->n == ROWS_PER_INSERT) {
+        rows_bind(s, t, rw, rw->many, 0, rw->n);
+        rc = run(rw->many);
+    } else {
+        for (int r = 0; rc == 0 && r < rw->n; r++) {
+            rows_bind(s, t, rw, rw->one, r, 1);
+            rc = run(rw->one);
+        }
+    }
+    rw->n = rw->at = 0;
+    rw->used = 0;
+    return rc;
+}
+
+static struct cell *cell_next(struct rows *rw)
+{
+    return &rw->cells[rw->n * rw->nvals + rw->at++];
+}
+
+static void put_int(struct rows *rw, int64_t v)
+{
+    struct cell *c = cell_next(rw);
+    c->type = C_INT;
+    c->i = v;
+}
+
+static void put_text(struct rows *rw, const char *v)
+{
+    struct cell *c = cell_next(rw);
+    size_t n = v ? strlen(v) : 0;
+    c->type = v ? C_TEXT : C_NULL;
+    if (!v)
+        return;
+    if (rw->used + n > (size_t)(rw->n + 1) * ROW_TEXT_MAX) {
+        rw->overflow = true;
+        n = 0;
+    }
+    memcpy(rw->text + rw->used, v, n);
+    c->off = (uint32_t)rw->used;
+    c->len = (uint32_t)n;
+    rw->used += n;
+}
+
+/* The row is complete: counted to its source, and sent when the buffer is full. */
+static int row_end(struct seed *s, int t)
+{
+    struct rows *rw = &s->rows[t];
+    if (rw->overflow || rw->at != rw->nvals)
+        return TS_E_INTERNAL;
+    rw->at = 0;
+    rw->used = (size_t)(rw->n + 1) * ROW_TEXT_MAX; /* each row owns its slice of text */
+    rw->n++;
+    if (t != T_ITEMS)
+        s->counts[tables[t].source]++;
+    return rw->n == ROWS_PER_INSERT ? rows_flush(s, t) : 0;
 }
 
 static int put_product(struct seed *s, const struct cg_product *p)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_PRODUCT, CG_PRODUCT, 10);
-    bind_text(q, 2, p->product_id);
-    bind_text(q, 3, p->name);
-    bind_text(q, 4, p->category);
-    sqlite3_bind_int64(q, 5, p->price_m);
-    sqlite3_bind_int64(q, 6, p->cost_m);
-    bind_text(q, 7, p->sku);
-    sqlite3_bind_int(q, 8, p->active);
-    return run(q);
+    struct rows *rw = &s->rows[T_PRODUCTS];
+    put_text(rw, p->product_id);
+    put_text(rw, p->name);
+    put_text(rw, p->category);
+    put_int(rw, p->price_m);
+    put_int(rw, p->cost_m);
+    put_text(rw, p->sku);
+    put_int(rw, p->active);
+    return row_end(s, T_PRODUCTS);
 }
 
 static int put_customer(struct seed *s, const struct cg_customer *c)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_CUSTOMER, CG_CUSTOMER, 9);
-    bind_text(q, 2, c->customer_id);
-    sqlite3_bind_int64(q, 3, c->created_at);
-    bind_text(q, 4, c->email);
-    bind_text(q, 5, c->name);
-    bind_text(q, 6, c->region);
-    bind_text(q, 7, c->channel);
-    return run(q);
+    struct rows *rw = &s->rows[T_CUSTOMERS];
+    put_text(rw, c->customer_id);
+    put_int(rw, c->created_at);
+    put_text(rw, c->email);
+    put_text(rw, c->name);
+    put_text(rw, c->region);
+    put_text(rw, c->channel);
+    return row_end(s, T_CUSTOMERS);
+}
+
+static void order_figures(struct shop_figures *f, const struct cg_order *o)
+{
+    bool counts = strcmp(o->status, "cancelled") != 0 && strcmp(o->status, "refunded") != 0;
+    f->recent_all_orders += o->created_at >= f->recent_start;
+    if (counts && o->created_at >= f->recent_start && !strcmp(o->currency, "USD")) {
+        f->recent_revenue_m += o->total_m;
+        f->recent_orders++;
+    }
 }
 
 static int put_order(struct seed *s, const struct cg_order *o)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_ORDER, CG_ORDER, 11);
-    bind_text(q, 2, o->order_id);
-    bind_text(q, 3, o->customer_id);
-    sqlite3_bind_int64(q, 4, o->created_at);
-    sqlite3_bind_int64(q, 5, o->total_m);
-    bind_text(q, 6, o->currency);
-    bind_text(q, 7, o->status);
-    bind_text(q, 8, o->channel);
-    bind_text(q, 9, o->region);
-    int rc = run(q);
-    q = s->q[Q_ITEM];
-    bind_text(q, 1, s->tenant);
-    bind_text(q, 2, o->order_id);
+    struct rows *rw = &s->rows[T_ORDERS];
+    put_text(rw, o->order_id);
+    put_text(rw, o->customer_id);
+    put_int(rw, o->created_at);
+    put_int(rw, o->total_m);
+    put_text(rw, o->currency);
+    put_text(rw, o->status);
+    put_text(rw, o->channel);
+    put_text(rw, o->region);
+    int rc = row_end(s, T_ORDERS);
+    rw = &s->rows[T_ITEMS];
     for (int i = 0; rc == 0 && i < o->nitems; i++) {
-        sqlite3_bind_int(q, 3, i);
-        bind_text(q, 4, o->items[i].product_id);
-        sqlite3_bind_int(q, 5, o->items[i].quantity);
-        sqlite3_bind_int64(q, 6, o->items[i].unit_price_m);
-        rc = run(q);
+        put_text(rw, o->order_id);
+        put_int(rw, i);
+        put_text(rw, o->items[i].product_id);
+        put_int(rw, o->items[i].quantity);
+        put_int(rw, o->items[i].unit_price_m);
+        rc = row_end(s, T_ITEMS);
     }
-    bool counts = strcmp(o->status, "cancelled") != 0 && strcmp(o->status, "refunded") != 0;
-    s->fig.recent_all_orders += o->created_at >= s->fig.recent_start;
-    if (counts && o->created_at >= s->fig.recent_start && !strcmp(o->currency, "USD")) {
-        s->fig.recent_revenue_m += o->total_m;
-        s->fig.recent_orders++;
-    }
+    order_figures(&s->fig, o);
     return rc;
 }
 
 static int put_transaction(struct seed *s, const struct cg_transaction *t)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_TX, CG_TRANSACTION, 13);
-    bind_text(q, 2, t->transaction_id);
-    sqlite3_bind_int64(q, 3, t->amount_m);
-    sqlite3_bind_int64(q, 4, t->timestamp);
-    bind_text(q, 5, t->type);
-    bind_opt_text(q, 6, t->order_id);
-    bind_opt_text(q, 7, t->customer_id);
-    bind_text(q, 8, t->currency);
-    bind_text(q, 9, t->channel);
-    bind_text(q, 10, t->region);
-    bind_opt_text(q, 11, t->payment_method);
-    return run(q);
+    struct rows *rw = &s->rows[T_TX];
+    put_text(rw, t->transaction_id);
+    put_int(rw, t->amount_m);
+    put_int(rw, t->timestamp);
+    put_text(rw, t->type);
+    put_text(rw, t->order_id);
+    put_text(rw, t->customer_id);
+    put_text(rw, t->currency);
+    put_text(rw, t->channel);
+    put_text(rw, t->region);
+    put_text(rw, t->payment_method);
+    return row_end(s, T_TX);
 }
 
 static int put_inventory(struct seed *s, const struct cg_inventory *v)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_INVENTORY, CG_INVENTORY, 8);
-    bind_text(q, 2, v->product_id);
-    bind_text(q, 3, v->warehouse);
-    sqlite3_bind_int64(q, 4, v->timestamp);
-    sqlite3_bind_int(q, 5, v->quantity);
-    sqlite3_bind_int(q, 6, v->reorder_level);
+    struct rows *rw = &s->rows[T_INVENTORY];
+    put_text(rw, v->product_id);
+    put_text(rw, v->warehouse);
+    put_int(rw, v->timestamp);
+    put_int(rw, v->quantity);
+    put_int(rw, v->reorder_level);
     /* snapshots come product by product, oldest first: a new key closes the previous one */
     char key[64];
     snprintf(key, sizeof(key), "%s/%s", v->product_id, v->warehouse);
@@ -198,19 +327,19 @@ static int put_inventory(struct seed *s, const struct cg_inventory *v)
         snprintf(s->fig.last_key, sizeof(s->fig.last_key), "%s", key);
     }
     s->fig.last_quantity = v->quantity;
-    return run(q);
+    return row_end(s, T_INVENTORY);
 }
 
 static int put_event(struct seed *s, const struct cg_event *e)
 {
-    sqlite3_stmt *q = stmt_for(s, Q_EVENT, CG_EVENT, 9);
-    bind_text(q, 2, e->event_id);
-    bind_text(q, 3, e->type);
-    sqlite3_bind_int64(q, 4, e->timestamp);
-    bind_text(q, 5, e->session_id);
-    bind_opt_text(q, 6, e->customer_id);
-    bind_opt_text(q, 7, e->product_id);
-    return run(q);
+    struct rows *rw = &s->rows[T_EVENTS];
+    put_text(rw, e->event_id);
+    put_text(rw, e->type);
+    put_int(rw, e->timestamp);
+    put_text(rw, e->session_id);
+    put_text(rw, e->customer_id);
+    put_text(rw, e->product_id);
+    return row_end(s, T_EVENTS);
 }
 
 static int put_record_cb(void *arg, const struct cg_record *r)
@@ -228,7 +357,7 @@ static int put_record_cb(void *arg, const struct cg_record *r)
 }
 
 /* The sources, with how the shop was generated in their configuration (commerce-gen with
- * these options writes the same records). */
+ * these options writes the same records), and the tenant's default currency. */
 static int put_sources(struct seed *s, const struct cg_config *c)
 {
     char conf[256], end[32];
@@ -236,8 +365,17 @@ static int put_sources(struct seed *s, const struct cg_config *c)
     snprintf(conf, sizeof(conf),
              "{\"generator\":\"tools/commerce_gen.c\",\"seed\":%llu,\"end\":\"%s\",\"days\":%d}",
              (unsigned long long)c->seed, end, c->days);
-    sqlite3_stmt *q = s->q[Q_SOURCE];
+    sqlite3_stmt *q = NULL, *qs = NULL;
     int rc = 0;
+    if (sqlite3_prepare_v2(s->db, "INSERT INTO cm_sources(tenant_id, source_id, name, type, "
+                                  "status, configuration, created_at, updated_at, "
+                                  "last_ingestion, total_records) "
+                                  "VALUES(?1, ?2, ?3, ?4, 'active', ?5, ?6, ?6, ?6, ?7)",
+                           -1, &q, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(s->db, "INSERT INTO cm_settings(tenant_id, default_currency) "
+                                  "VALUES(?, 'USD') ON CONFLICT(tenant_id) DO NOTHING",
+                           -1, &qs, NULL) != SQLITE_OK)
+        rc = TS_E_INTERNAL;
     for (int i = 0; rc == 0 && i < S_N; i++) {
         bind_text(q, 1, s->tenant);
         bind_text(q, 2, sources[i].id);
@@ -245,13 +383,16 @@ static int put_sources(struct seed *s, const struct cg_config *c)
         bind_text(q, 4, sources[i].type);
         bind_text(q, 5, conf);
         sqlite3_bind_int64(q, 6, s->now);
-        sqlite3_bind_int64(q, 7, s->now);
-        sqlite3_bind_int64(q, 8, s->now);
-        sqlite3_bind_int64(q, 9, s->counts[i]);
+        sqlite3_bind_int64(q, 7, s->counts[i]);
         rc = run(q);
     }
-    bind_text(s->q[Q_SETTINGS], 1, s->tenant);
-    return rc ? rc : run(s->q[Q_SETTINGS]);
+    if (rc == 0) {
+        bind_text(qs, 1, s->tenant);
+        rc = run(qs);
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(qs);
+    return rc;
 }
 
 /* ---------- dashboards and alert rules (schema/014) ---------- */
@@ -555,17 +696,20 @@ static int load_shop(struct seed *s, const struct cg_config *c)
     sqlite3_exec(s->db, "PRAGMA cache_size=-524288", NULL, NULL, NULL);
     struct saved_schema sv = {0};
     int rc = schema_drop(s->db, &sv);
-    for (int i = 0; i < Q_N && rc == 0; i++)
-        if (sqlite3_prepare_v3(s->db, sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->q[i], NULL) !=
-            SQLITE_OK)
-            rc = TS_E_INTERNAL;
+    if (rc == 0 && !(s->rows = calloc(T_N, sizeof(*s->rows))))
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = rows_open(s);
     if (rc == 0)
         rc = cg_run(c, NULL, put_record_cb, s) == 0 ? 0 : TS_E_INTERNAL;
+    for (int t = 0; rc == 0 && t < T_N; t++)
+        rc = rows_flush(s, t);
     s->fig.stock_now += s->fig.last_quantity;
     if (rc == 0)
         rc = put_sources(s, c);
-    for (int i = 0; i < Q_N; i++)
-        sqlite3_finalize(s->q[i]);
+    rows_close(s);
+    free(s->rows);
+    s->rows = NULL;
     int rc2 = schema_restore(s->db, s->tenant, &sv, rc == 0);
     char restore[64];
     snprintf(restore, sizeof(restore), "PRAGMA cache_size=%d", old_cache);
