@@ -456,6 +456,11 @@ def test_query_fields_of_a_csv_body(w):
     fe = field_errors(r)
     assert set(fe) == {"source_id", "data_type", "format"}
     assert fe["source_id"]["message"] == "Source ID is required"
+    r = w.api.post("/api/v1/ingest/batch", headers={**bearer(w.tok["admin"]),
+                                                   "Content-Type": "text/csv"},
+                   params={"data_type": "products", "source_id": "x"},
+                   content=b"a,a\n1,2\n")
+    assert set(field_errors(r)) == {"source_id", "body"}  # the body's fault joins the others
     st = ingest_body(w.api, w.tok["admin"], "p-1,Chair,Home\n", "text/csv; charset=utf-8",
                      "products", source_id="csv-src", no_header="true",
                      columns="product_id,name,category")

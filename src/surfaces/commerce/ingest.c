@@ -2,8 +2,8 @@
  *
  * A batch goes through three steps. The request's pool step parses the body and checks the
  * request (every violation in one 400); the loop's done step registers the source, stores the
- * batch row with its records as payload and submits a commerce.ingest job, answering 201 at
- * once. The job checks each record on a worker and hands chunks of checked records to the loop
+ * batch row and its records (cm_batch_payloads) and submits a commerce.ingest job, answering
+ * 201 at once. The job checks each record on a worker and hands chunks of checked records to the loop
  * (job_write), which upserts the good ones, keeps the rejects and advances the batch's counters
  * in the same transaction: processed_records is where a resumed job goes on. */
 #include <errno.h>
@@ -93,8 +93,10 @@ void cm_ingest_start(struct app *app)
      * the middle of the statement and reads them back: with 64 MiB a chunk's cost stays flat
      * as the tables grow instead of rising with them. Both belong in db_open (they help every
      * writer); set here until they move there. */
-    sqlite3_exec(db_handle(app->db), "PRAGMA temp_store=MEMORY", NULL, NULL, NULL);
-    sqlite3_exec(db_handle(app->db), "PRAGMA cache_size=-65536", NULL, NULL, NULL);
+    if (sqlite3_exec(db_handle(app->db), "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        log_msg(LOG_WARN, "ingestion: writer pragmas not applied: %s",
+                sqlite3_errmsg(db_handle(app->db)));
 }
 
 void cm_ingest_stop(void)
@@ -320,9 +322,10 @@ static void batch_parse_records(struct hctx *h, struct batch *b)
     json_t *meta = query_metadata(h, q);
     check_metadata(h, meta, &b->schema_version);
     bool no_header = false;
-    if (cm_param_bool(h, q, "no_header", false, &no_header) < 0)
+    bool opts_ok = cm_param_bool(h, q, "no_header", false, &no_header) == 0;
+    if (!opts_ok)
         field_error_add(h, "no_header", "no_header must be true or false", NULL);
-    if (h->nferrs == 0 && b->type >= 0) {
+    if (opts_ok && b->type >= 0) { /* read the body too, so its faults join the others */
         struct rec_in_opts o = {cm_type_names[b->type], cm_param(h, q, NULL, "columns"), no_header,
                                 cm_param(h, q, NULL, "date_format"), BATCH_MAX};
         char err[512];
@@ -417,16 +420,23 @@ static const char SQL_BATCH_INSERT[] =
 static const char SQL_PAYLOAD_INSERT[] =
     "INSERT INTO cm_batch_payloads(tenant_id, batch_id, payload) VALUES(?, ?, ?)";
 
-/* "PT0.12S", "PT2M5.5S": records at the measured rate, as an ISO 8601 duration. */
+/* "PT0.12S", "PT2M5.5S": records at the measured rate, as an ISO 8601 duration (seconds to
+ * the millisecond, at least 1 ms). */
 static const char *estimate(struct hctx *h, size_t records)
 {
-    double s = (double)records / measured_rate;
-    if (s < 0.001)
-        s = 0.001;
-    if (s < 60)
-        return arena_printf(h->arena, "PT%.3gS", s);
-    long m = (long)(s / 60);
-    return arena_printf(h->arena, "PT%ldM%.3gS", m, s - 60.0 * (double)m);
+    int64_t ms = (int64_t)llround((double)records * 1000.0 / measured_rate);
+    if (ms < 1)
+        ms = 1;
+    char sec[32];
+    int n = snprintf(sec, sizeof(sec), "%lld.%03lld", (long long)(ms / 1000 % 60),
+                     (long long)(ms % 1000));
+    while (n > 0 && sec[n - 1] == '0')
+        sec[--n] = 0;
+    if (n > 0 && sec[n - 1] == '.')
+        sec[--n] = 0;
+    if (ms < 60000)
+        return arena_printf(h->arena, "PT%sS", sec);
+    return arena_printf(h->arena, "PT%lldM%sS", (long long)(ms / 60000), sec);
 }
 
 static int batch_store(struct hctx *h, struct batch *b, const char *batch_id, int64_t now)
