@@ -15,6 +15,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "http/ws.h"
 #include "jobs/pool.h"
 #include "store/db.h"
 
@@ -195,7 +196,8 @@ static int step_route(struct hctx *h, struct route_match *m)
 }
 
 /* Public routes skip it; every other route needs a verified credential (JWT or API key).
- * Browsers cannot set headers on a WebSocket: those routes also take ?access_token=. */
+ * Browsers cannot set headers on a WebSocket: those routes also take ?access_token= or
+ * `Sec-WebSocket-Protocol: bearer, <token>`. */
 static int step_auth(struct hctx *h, const struct route *rt)
 {
     if (rt->flags & RF_PUBLIC)
@@ -203,6 +205,8 @@ static int step_auth(struct hctx *h, const struct route *rt)
     const char *authz = http_header_get(h->req, "Authorization");
     if (authz == NULL && (rt->flags & RF_WEBSOCKET)) {
         const char *q = http_query_get(h->req, "access_token");
+        if (q == NULL)
+            q = ws_bearer_token(h->req);
         if (q)
             authz = arena_printf(h->arena, "Bearer %s", q);
     }

@@ -715,11 +715,33 @@ static void ws_upgrade_cb(struct request *req, struct conn *c)
     session_open(s);
 }
 
+const char *ws_bearer_token(struct request *req)
+{
+    const char *offered = http_header_get(req, "Sec-WebSocket-Protocol");
+    if (offered == NULL)
+        return NULL;
+    /* "bearer, <token>": browsers cannot set Authorization on a WebSocket */
+    const char *p = offered;
+    while (*p == ' ')
+        p++;
+    if (strncasecmp(p, "bearer", 6) != 0 || p[6] != ',')
+        return NULL;
+    p += 7;
+    while (*p == ' ')
+        p++;
+    size_t n = strcspn(p, ", ");
+    if (n == 0 || n > 4096)
+        return NULL;
+    return arena_strndup(req->arena, p, n);
+}
+
 int ws_upgrade(struct request *req, struct ws_hub *hub, const char *channel,
                const char *subprotocol, const struct ws_handlers *h, void *user)
 {
     char accept[29];
     assert(hub != NULL && channel != NULL);
+    if (subprotocol == NULL && ws_bearer_token(req) != NULL)
+        subprotocol = "bearer"; /* a client that offered one must get one back */
     int r = handshake_check(req, accept);
     if (r < 0)
         return r;

@@ -56,6 +56,9 @@ int ws_hub_publish(struct ws_hub *hub, const char *channel, const char *text, si
  * Sec-WebSocket-Protocol. */
 int ws_upgrade(struct request *req, struct ws_hub *hub, const char *channel,
                const char *subprotocol, const struct ws_handlers *h, void *user);
+/* The token a browser offered as `Sec-WebSocket-Protocol: bearer, <token>` (arena copy), or
+ * NULL. ws_upgrade then answers with the "bearer" subprotocol. */
+const char *ws_bearer_token(struct request *req);
 
 /* Loop thread only. */
 int ws_session_send_text(struct ws_session *s, const char *text, size_t n);

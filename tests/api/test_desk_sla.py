@@ -372,3 +372,20 @@ def test_calendar_timezone(desk):
     assert r.status_code == 200 and r.json()["timezone"] is None
     r = api.request("PUT", "/api/v1/sla/calendar", headers=tok["globex_admin"], json={})
     assert r.json()["timezone"] is None and r.json()["is_default"] is False
+
+
+def test_websocket_token_in_subprotocol(desk):
+    """Browsers cannot set Authorization on a WebSocket: `Sec-WebSocket-Protocol: bearer, <token>`
+    authenticates and the server selects "bearer"; a wrong token there is refused."""
+    port = desk["server"].port
+    agent_token = desk["tok"]["acme_agent"]["Authorization"].split()[1]
+
+    async def go(token):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws/sla",
+                                      subprotocols=["bearer", token]) as ws:
+            return ws.subprotocol
+
+    assert asyncio.run(go(agent_token)) == "bearer"
+    with pytest.raises(websockets.exceptions.InvalidStatusCode) as e:
+        asyncio.run(go(agent_token[:-4] + "AAAA"))
+    assert e.value.status_code == 401
