@@ -210,6 +210,7 @@ static void closing_done(struct server *s)
     commerce_timers_stop();
     recs_serving_stop();
     recs_usage_stop();
+    recs_data_stop();
     log_msg(LOG_INFO, "drained; shutting down");
 }
 
@@ -400,6 +401,7 @@ static int cmd_serve(struct config *cfg)
     commerce_timers_start(app);
     recs_serving_start(app);
     recs_usage_start(app);
+    recs_data_start(app);
     app->ready = true;
     uv_run(app->loop, UV_RUN_DEFAULT);
     uv_close((uv_handle_t *)&st.sigterm, NULL);

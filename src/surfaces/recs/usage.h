@@ -37,4 +37,11 @@ int recs_usage_get(struct hctx *h);
  * on app->loop; stop flushes what is pending and closes the timer. Loop thread. */
 int recs_usage_start(struct app *app);
 void recs_usage_stop(void);
+
+/* The catalog's content-embedding lane (src/surfaces/recs/data.c), started beside usage:
+ * computes the vectors of written items in the pool, one task at a time, and at start
+ * rescans the catalog for vectors missing or computed from other features. Stop after
+ * pool_stop; it frees what was still queued (the next start's rescan finds it). */
+void recs_data_start(struct app *app);
+void recs_data_stop(void);
 #endif
