@@ -32,6 +32,10 @@
 #define ERRORS_LISTED 100        /* rejects listed in a batch status */
 #define CONFIG_MAX (16 * 1024)   /* a source's configuration, as JSON text */
 #define DEFAULT_RATE 50000.0     /* records/s assumed until a batch has been measured */
+/* Bodies up to this size are parsed and checked on the loop (well under a millisecond), so a
+ * small batch is not queued behind jobs that hold the pool's workers; larger ones go to the
+ * pool, so a multi-megabyte body never holds up the loop. */
+#define LOOP_PARSE_MAX (16 * 1024)
 
 /* The server, for the chunk writes a job hands to the loop (notifications need it). Set when
  * serving starts, before any job's write can be applied. */
@@ -542,6 +546,10 @@ static int ingest_batch(struct hctx *h)
             return r;
     }
     h->state = b;
+    if (h->req->body.len <= LOOP_PARSE_MAX) {
+        batch_work(h);
+        return batch_done(h);
+    }
     return api_defer_to_pool(h, batch_work, batch_done);
 }
 
