@@ -14,9 +14,10 @@ service usually is and doing the work Tessera does for the same request:
   the rejects with their reasons, and updates the batch and source counters, all in one
   transaction per batch (WAL, synchronous=NORMAL).
 
-It runs on its own database file created from schema/012 (PEER_DB), with plain-Python checks
-rather than pydantic models: the faster of the two for this work, so the comparison favours
-the peer.
+It runs on its own database file (PEER_DB), created from schema/012 unless it holds the tables
+already (tools/bench/commerce also runs it on a copy of Tessera's fully migrated database),
+with plain-Python checks rather than pydantic models: the faster of the two for this work, so
+the comparison favours the peer.
 """
 import json
 import math
