@@ -231,6 +231,12 @@ static void on_signal(uv_signal_t *h, int signum)
     server_drain(app->server, app->cfg->shutdown_deadline_s * 1000, closing_done);
 }
 
+/* A job's writes were committed: cached reads of the tenants they touched are stale. */
+static void jobs_committed(void *arg)
+{
+    observe_tick_committed(arg);
+}
+
 static void jobs_finished(void *arg, const char *tenant_id, const char *job_id, const char *kind,
                           const char *status)
 {
@@ -267,6 +273,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
     jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_on_finish(app->jobs, jobs_finished, app);
+    jobs_on_commit(app->jobs, jobs_committed, app);
     struct route_table tables[sizeof(all_tables) / sizeof(all_tables[0])];
     for (size_t i = 0; i < sizeof(all_tables) / sizeof(all_tables[0]); i++)
         tables[i] = *all_tables[i];

@@ -40,6 +40,8 @@ struct jobs {
     size_t nkinds;
     atomic_bool cancel;
     jobs_finish_fn on_finish;
+    void (*on_commit)(void *arg);
+    void *on_commit_arg;
     void *on_finish_arg;
     pthread_mutex_t mu;
     struct progress prog[MAX_PROGRESS];
@@ -125,6 +127,8 @@ static void writes_apply(uv_async_t *a)
     }
     struct write_req *done = j->applied;
     j->applied = NULL;
+    if (j->on_commit)
+        j->on_commit(j->on_commit_arg);
     writes_wake_all(j, done, 0);
 }
 
@@ -204,6 +208,12 @@ struct jobs *jobs_free(struct jobs *j)
     pthread_mutex_destroy(&j->mu);
     free(j);
     return NULL;
+}
+
+void jobs_on_commit(struct jobs *j, void (*fn)(void *arg), void *arg)
+{
+    j->on_commit = fn;
+    j->on_commit_arg = arg;
 }
 
 void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg)

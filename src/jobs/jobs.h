@@ -66,6 +66,9 @@ int job_write(struct job_run *r, job_apply_fn apply, void *arg);
 /* Worker thread: records progress 0..1 (applied by the loop). */
 void job_progress(struct job_run *r, double fraction);
 void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg);
+/* Called on the loop after job_write requests were committed (caches of what they wrote are
+ * stale now). */
+void jobs_on_commit(struct jobs *j, void (*fn)(void *arg), void *arg);
 /* Asks running jobs to checkpoint and stop. */
 void jobs_cancel_all(struct jobs *j);
 /* Loop: from now on job_write answers TS_E_UNAVAILABLE (workers blocked in it are released);

@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,15 +14,29 @@
 #include "core/err.h"
 #include "core/log.h"
 
-#define STMT_CACHE 256
+#define STMT_CACHE 1024
 
 struct stmt_slot {
     const char *sql;
     sqlite3_stmt *stmt;
 };
 
+/* WAL checkpoints run on their own thread and connection, not in the loop's commits: the
+ * writer's automatic checkpoint cost up to a sixth of the loop's time under ingestion. The
+ * writer's wal hook wakes the thread once the log passes CKPT_PAGES. */
+#define CKPT_PAGES 4000
+struct checkpointer {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    sqlite3 *h;
+    bool started, wanted, stop;
+    int64_t runs;
+};
+
 struct db {
     sqlite3 *h;
+    struct checkpointer ckpt;
     bool in_tx;
     bool request_open, savepoint_set, keep;
     int guard_ms;
@@ -246,6 +261,82 @@ static int guard_cb(void *arg)
     return 0;
 }
 
+static void *ckpt_main(void *arg)
+{
+    struct checkpointer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->wanted && !c->stop)
+            pthread_cond_wait(&c->cond, &c->mu);
+        if (c->stop)
+            break;
+        c->wanted = false;
+        pthread_mutex_unlock(&c->mu);
+        /* PASSIVE: copies what no reader still needs, never waits on readers or the writer */
+        sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&c->mu);
+        c->runs++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static int wal_hook_cb(void *arg, sqlite3 *h, const char *name, int pages)
+{
+    (void)h, (void)name;
+    struct checkpointer *c = arg;
+    if (pages >= CKPT_PAGES) {
+        pthread_mutex_lock(&c->mu);
+        c->wanted = true;
+        pthread_cond_signal(&c->cond);
+        pthread_mutex_unlock(&c->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* Starts the checkpoint thread with its own connection; without it the writer checkpoints
+ * itself (SQLite's default), so a failure here costs speed, not safety. */
+static void ckpt_start(struct db *db, const char *path, bool durability_full)
+{
+    struct checkpointer *c = &db->ckpt;
+    if (sqlite3_open_v2(path, &c->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        sqlite3_close(c->h);
+        c->h = NULL;
+        return;
+    }
+    sqlite3_busy_timeout(c->h, 100);
+    sqlite3_exec(c->h, durability_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
+                 NULL, NULL, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    if (pthread_create(&c->thread, NULL, ckpt_main, c) != 0) {
+        sqlite3_close(c->h);
+        c->h = NULL;
+        return;
+    }
+    c->started = true;
+    sqlite3_wal_autocheckpoint(db->h, 0);
+    sqlite3_wal_hook(db->h, wal_hook_cb, c);
+}
+
+static void ckpt_stop(struct db *db)
+{
+    struct checkpointer *c = &db->ckpt;
+    if (!c->started)
+        return;
+    sqlite3_wal_hook(db->h, NULL, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_signal(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    sqlite3_close(c->h);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->mu);
+    c->started = false;
+}
+
 int db_open(const char *path, bool durability_full, int guard_ms, struct db **ret, char *err,
             size_t errlen)
 {
@@ -269,6 +360,10 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
                  err, errlen);
     if (r == 0)
         r = exec(db->h, "PRAGMA foreign_keys=ON", err, errlen);
+    /* Statement journals of trigger-laden writes stay in memory, and a tick's dirty pages fit
+     * the cache instead of spilling to the WAL mid-statement (ingestion measured ~5x). */
+    if (r == 0)
+        r = exec(db->h, "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536", err, errlen);
     if (r == 0) {
         sqlite3_busy_timeout(db->h, 2000); /* migrations may wait; the loop sets 5 ms below */
         r = db_migrate(db->h, err, errlen);
@@ -279,6 +374,7 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
     }
     sqlite3_busy_timeout(db->h, 5);
     sqlite3_progress_handler(db->h, 1000, guard_cb, db);
+    ckpt_start(db, path, durability_full);
     *ret = db;
     return 0;
 }
@@ -295,6 +391,7 @@ struct db *db_close(struct db *db)
         }
         for (int i = 0; i < STMT_CACHE; i++)
             sqlite3_finalize(db->stmts[i].stmt);
+        ckpt_stop(db);
         sqlite3_busy_timeout(db->h, 2000);
         sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
         sqlite3_close(db->h);

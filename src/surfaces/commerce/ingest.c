@@ -88,19 +88,7 @@ static json_t *handoff_take(const char *batch_id)
 void cm_ingest_start(struct app *app)
 {
     ingest_app = app;
-    /* A job's chunk is applied under the savepoint writes_apply opens, and every statement on
-     * a table with triggers (the rollup triggers) opens a statement journal inside it. With
-     * the default temp_store that journal spills to a temp file past 64 KiB, and its cost
-     * grows with all the chunk has written: keeping it in memory made a 1,000-order chunk
-     * about five times cheaper. A chunk also dirties more pages than the default 2 MiB page
-     * cache holds once the indexes are large, and the pager then spills pages to the WAL in
-     * the middle of the statement and reads them back: with 64 MiB a chunk's cost stays flat
-     * as the tables grow instead of rising with them. Both belong in db_open (they help every
-     * writer); set here until they move there. */
-    if (sqlite3_exec(db_handle(app->db), "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536",
-                     NULL, NULL, NULL) != SQLITE_OK)
-        log_msg(LOG_WARN, "ingestion: writer pragmas not applied: %s",
-                sqlite3_errmsg(db_handle(app->db)));
+    /* the writer's temp_store and cache size, which chunks need, are set by db_open */
 }
 
 void cm_ingest_stop(void)
