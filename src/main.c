@@ -269,7 +269,10 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
                              cfg->smtp_from, 8};
     if (mailer_new(app->loop, app->db, &mc, &app->mailer, err, errlen) < 0)
         return -EINVAL;
-    int workers = cfg->workers ? cfg->workers : (int)uv_available_parallelism();
+    /* twice the CPUs, at least 4: a job waiting on the loop in job_write holds its thread, and
+     * heavy reads must still find one (the threads are niced below the loop) */
+    int ncpu = (int)uv_available_parallelism();
+    int workers = cfg->workers ? cfg->workers : (ncpu * 2 > 4 ? ncpu * 2 : 4);
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
     jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_on_finish(app->jobs, jobs_finished, app);
