@@ -621,3 +621,42 @@ def test_quota_exceeded(tmp_path):
         s.stop()
     with sqlite3.connect(f"file:{data}/tessera.db?mode=ro", uri=True) as c:
         assert c.execute("SELECT SUM(api_calls) FROM rc_usage_daily").fetchone()[0] == 9 + 11
+
+
+def test_quota_resets_with_the_month(tmp_path):
+    """On the server's test clock: a tenant over its quota may call again once the UTC month
+    turns, and last month's calls stay in last month's usage."""
+    data = str(tmp_path / "d")
+    import os
+    os.mkdir(data)
+    clock = tmp_path / "clock"
+    clock.write_text("0")
+    tenant(data, "Small", "small.example")
+    user(data, "small.example", "dev@small.example", "developer")
+    s = Server("--recs-quota-starter", "3", data=data,
+               env={"TESSERA_TEST_CLOCK_FILE": str(clock)})
+    try:
+        api = Api(s)
+        hdr = bearer(login(api, "dev@small.example")["access_token"])
+        for _ in range(3):
+            assert api.post("/api/v1/interactions", headers=hdr, json=good_event()).status_code == 201
+        assert api.post("/api/v1/interactions", headers=hdr, json=good_event()).status_code == 429
+        now = datetime.now(timezone.utc)
+        this_month = now.date().replace(day=1)
+        nxt = (this_month + timedelta(days=32)).replace(day=1)
+        shift = datetime(nxt.year, nxt.month, 1, 1, 0, tzinfo=timezone.utc) - now
+        clock.write_text(str(int(shift.total_seconds() * 1000)))
+        time.sleep(0.3)  # the server reads the clock file every 50 ms
+        hdr = bearer(login(api, "dev@small.example")["access_token"])  # the old token expired
+        r = wait_for(lambda: (lambda r: r if r.status_code == 201 else None)(
+            api.post("/api/v1/interactions", headers=hdr, json=good_event())))
+        assert r.status_code == 201
+        u = api.get("/api/v1/usage", headers=hdr).json()
+        assert u["period"]["start"] == nxt.isoformat()
+        assert u["metrics"]["api_calls"] == 2 and u["quota"]["api_calls_used"] == 2
+        last = (nxt - timedelta(days=1)).isoformat()
+        old = api.get(f"/api/v1/usage?start_date={this_month}&end_date={last}", headers=hdr).json()
+        assert old["metrics"]["api_calls"] == 3
+        api.close()
+    finally:
+        s.stop()

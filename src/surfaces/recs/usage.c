@@ -123,7 +123,8 @@ static bool table_grow(void)
     return true;
 }
 
-/* The tenant's entry, created (month_calls 0) when absent; NULL on allocation failure. */
+/* The tenant's entry, created (month_calls 0) when absent; NULL on allocation failure. A month
+ * other than the entry's starts its count from zero; month < 0 leaves the count alone. */
 static struct tenant_usage *tenant_get(const char *tenant_id, int32_t month)
 {
     if (tenant_id == NULL || strlen(tenant_id) >= TENANT_ID_MAX)
@@ -134,7 +135,7 @@ static struct tenant_usage *tenant_get(const char *tenant_id, int32_t month)
     for (; U.slots[j]; j = (j + 1) & (U.cap - 1))
         if (strcmp(U.slots[j]->tenant_id, tenant_id) == 0) {
             struct tenant_usage *t = U.slots[j];
-            if (t->month != month) { /* a new month starts from zero */
+            if (month >= 0 && t->month != month) { /* a new month starts from zero */
                 t->month = month;
                 t->month_calls = 0;
             }
@@ -144,7 +145,7 @@ static struct tenant_usage *tenant_get(const char *tenant_id, int32_t month)
     if (t == NULL)
         return NULL;
     snprintf(t->tenant_id, sizeof(t->tenant_id), "%s", tenant_id);
-    t->month = month;
+    t->month = month >= 0 ? month : month_of_day(day_of_ms(clock_now_ms()));
     U.slots[j] = t;
     U.n++;
     return t;
@@ -336,12 +337,9 @@ static void pending_return(const struct flush_row *rows, size_t n)
 {
     pthread_mutex_lock(&U.mu);
     for (size_t i = 0; i < n; i++) {
-        struct tenant_usage *t = tenant_get(rows[i].tenant_id, month_of_day(rows[i].c.day));
-        if (t) {
-            int64_t keep = t->month_calls;
-            pending_add(t, &rows[i].c);
-            t->month_calls = keep; /* already counted */
-        }
+        struct tenant_usage *t = tenant_get(rows[i].tenant_id, -1);
+        if (t)
+            pending_add(t, &rows[i].c); /* month_calls counted them already */
     }
     pthread_mutex_unlock(&U.mu);
 }
