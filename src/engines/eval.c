@@ -11,9 +11,24 @@
 
 /* ---------------------------------------------------------------- split */
 
+/* Orders entry offsets by (time, column) for the "most recent" split (qsort_r). */
+struct by_time {
+    const int64_t *when;
+    const int32_t *cols;
+};
+
+static int by_time_cmp(const void *a, const void *b, void *arg)
+{
+    const struct by_time *c = arg;
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    if (c->when[x] != c->when[y])
+        return c->when[x] < c->when[y] ? -1 : 1;
+    return (c->cols[x] > c->cols[y]) - (c->cols[x] < c->cols[y]);
+}
+
 /* Marks which of row r's entries go to test (held[e - indptr[r]] = 1). */
-static void split_row(const struct mf_csr *R, int32_t r, double frac, struct mf_rng *rng,
-                      int64_t *pos, char *held)
+static void split_row(const struct mf_csr *R, const int64_t *when, int32_t r, double frac,
+                      struct mf_rng *rng, int64_t *pos, char *held)
 {
     int64_t b = R->indptr[r], n = R->indptr[r + 1] - b, np = 0;
     memset(held, 0, (size_t)n);
@@ -27,6 +42,16 @@ static void split_row(const struct mf_csr *R, int32_t r, double frac, struct mf_
         nt = 1;
     if (nt > np - 1)
         nt = np - 1;
+    if (when) {
+        /* absolute entry offsets so the comparison can read times and columns */
+        for (int64_t i = 0; i < np; i++)
+            pos[i] += b;
+        struct by_time ctx = {when, R->indices};
+        qsort_r(pos, (size_t)np, sizeof *pos, by_time_cmp, &ctx);
+        for (int64_t i = np - nt; i < np; i++)
+            held[pos[i] - b] = 1;
+        return;
+    }
     /* partial Fisher-Yates: the first nt of pos are the held-out ones */
     for (int64_t i = 0; i < nt; i++) {
         int64_t j = i + (int64_t)mf__rng_below(rng, (uint32_t)(np - i));
@@ -37,8 +62,8 @@ static void split_row(const struct mf_csr *R, int32_t r, double frac, struct mf_
     }
 }
 
-int mf_split_holdout(const struct mf_csr *R, double frac, uint64_t seed, struct mf_csr *train,
-                     struct mf_csr *test)
+int mf_split_holdout(const struct mf_csr *R, const int64_t *when, double frac, uint64_t seed,
+                     struct mf_csr *train, struct mf_csr *test)
 {
     int64_t maxrow = 0;
     for (int32_t r = 0; r < R->nrows; r++)
@@ -54,7 +79,7 @@ int mf_split_holdout(const struct mf_csr *R, double frac, uint64_t seed, struct 
     mf__rng_seed(&rng, seed);
     int64_t ntest = 0;
     for (int32_t r = 0; r < R->nrows; r++) {
-        split_row(R, r, frac, &rng, pos, held + R->indptr[r]);
+        split_row(R, when, r, frac, &rng, pos, held + R->indptr[r]);
         for (int64_t e = R->indptr[r]; e < R->indptr[r + 1]; e++)
             ntest += held[e];
     }

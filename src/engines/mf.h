@@ -97,10 +97,11 @@ int als_fold_in(const float *V, int32_t nitems, int dim, const float *VtV, const
 
 /* ---- evaluation ----
  * Holds out, for every row with >= 2 positive entries, round(frac * positives) of them (at least
- * 1, at most positives - 1) chosen by seed; everything else, and every non-positive entry, stays
- * in train. Both outputs are R's shape. */
-int mf_split_holdout(const struct mf_csr *R, double frac, uint64_t seed, struct mf_csr *train,
-                     struct mf_csr *test);
+ * 1, at most positives - 1): the most recent ones when `when` (one time per entry of R, e.g. the
+ * pair's latest interaction) is given, ties going to the higher column; else a random choice by
+ * seed. Everything else, and every non-positive entry, stays in train. Both are R's shape. */
+int mf_split_holdout(const struct mf_csr *R, const int64_t *when, double frac, uint64_t seed,
+                     struct mf_csr *train, struct mf_csr *test);
 
 struct mf_eval {
     double recall, ndcg;         /* means over evaluated users */

@@ -7,6 +7,7 @@ const struct job_kind job_kinds[] = {
     {"desk.export", desk_export_job, 2, 3},   /* tickets report past 50,000 rows */
     {"commerce.rollup", cm_rollup_job, 1, 3}, /* recomputes dirty days of the rollups */
     {"commerce.ingest", cm_ingest_job, 16, 5}, /* one batch: check, store in chunks */
+    {"recs.train", recs_train_job, 1, 3},     /* one model: read, fit, store, evaluate */
     {NULL, NULL, 0, 0},
 };
 

@@ -169,7 +169,7 @@ static void test_split(void)
 {
     struct mf_csr R, tr, te;
     random_matrix(40, 30, 0.4, &R);
-    CHECK_INT(mf_split_holdout(&R, 0.2, 3, &tr, &te), 0);
+    CHECK_INT(mf_split_holdout(&R, NULL, 0.2, 3, &tr, &te), 0);
     CHECK_INT(tr.nnz + te.nnz, R.nnz);
     for (int32_t r = 0; r < R.nrows; r++) {
         int32_t p = mf_csr_row_positives(&R, r), t = mf_csr_row_positives(&te, r);
@@ -181,6 +181,21 @@ static void test_split(void)
         CHECK_INT(t, want);
         CHECK_INT(te.indptr[r + 1] - te.indptr[r], t); /* only positives are held out */
     }
+    mf_csr_free(&R);
+    mf_csr_free(&tr);
+    mf_csr_free(&te);
+
+    /* most recent: row 0 has five positives and a dislike; round(0.2 * 5) = 1 held out, the
+     * latest (column 3 at t=50 ties column 1 at t=50: the higher column goes); row 1 has one
+     * positive: nothing held out. */
+    int32_t r[] = {0, 0, 0, 0, 0, 0, 1}, c[] = {0, 1, 2, 3, 4, 5, 0};
+    float w[] = {1, 2, 1, 5, 1, -4, 1};
+    int64_t when[] = {10, 50, 20, 50, 30, 99, 5};
+    CHECK_INT(mf_csr_from_triplets(2, 6, 7, r, c, w, &R), 0);
+    CHECK_INT(mf_split_holdout(&R, when, 0.2, 0, &tr, &te), 0);
+    CHECK_INT(te.nnz, 1);
+    CHECK_INT(te.indices[0], 3);
+    CHECK_INT(tr.nnz, 6);
     mf_csr_free(&R);
     mf_csr_free(&tr);
     mf_csr_free(&te);
@@ -249,7 +264,7 @@ static void test_sgd_models(void)
     float F[40 * 4];
     struct mf_csr R, tr, te;
     planted(&R, F, 4);
-    CHECK_INT(mf_split_holdout(&R, 0.2, 11, &tr, &te), 0);
+    CHECK_INT(mf_split_holdout(&R, NULL, 0.2, 11, &tr, &te), 0);
     int d = 8;
     float *U = malloc(80 * d * sizeof *U), *V = malloc(40 * d * sizeof *V);
     struct mf_eval e;
