@@ -113,8 +113,9 @@ static int tenant_count(sqlite3 *h)
     return n;
 }
 
-/* One demo tenant with one user per role, all with the same known password. */
-static int demo_seed(sqlite3 *h)
+/* One demo tenant with one user per role, all with the same known password; the commerce and
+ * recs data sized by --demo-scale. */
+static int demo_seed(sqlite3 *h, double scale)
 {
     char err[256], tid[UUID_STR_LEN], uid[UUID_STR_LEN], hash[IDENTITY_HASH_LEN];
     if (tenant_count(h) > 0)
@@ -135,9 +136,9 @@ static int demo_seed(sqlite3 *h)
         snprintf(err, sizeof(err), "staging environments: %s", sqlite3_errmsg(h));
     if (r == 0 && (r = desk_demo_seed(h, tid)) < 0)
         snprintf(err, sizeof(err), "desk demo data: %s", sqlite3_errmsg(h));
-    if (r == 0 && (r = commerce_demo_seed(h, tid)) < 0)
+    if (r == 0 && (r = commerce_demo_seed(h, tid, scale)) < 0)
         snprintf(err, sizeof(err), "commerce demo data: %s", sqlite3_errmsg(h));
-    if (r == 0 && (r = recs_demo_seed(h, tid)) < 0)
+    if (r == 0 && (r = recs_demo_seed(h, tid, scale)) < 0)
         snprintf(err, sizeof(err), "recs demo data: %s", sqlite3_errmsg(h));
     if (r < 0) {
         sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
@@ -257,7 +258,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
                     &app->db, err, errlen);
     if (r < 0)
         return r;
-    if (cfg->demo && demo_seed(db_handle(app->db)) < 0) {
+    if (cfg->demo && demo_seed(db_handle(app->db), cfg->demo_scale) < 0) {
         snprintf(err, errlen, "could not load demo data");
         return -EINVAL;
     }
@@ -410,6 +411,7 @@ static int cmd_serve(struct config *cfg)
     desk_sla_timer_start(app);
     commerce_timers_start(app);
     recs_serving_start(app);
+    recs_demo_start(app);
     recs_usage_start(app);
     recs_data_start(app);
     app->ready = true;

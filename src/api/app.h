@@ -66,8 +66,9 @@ extern const struct route_table commerce_products_table;
 extern const struct route_table commerce_dashboards_table;
 extern const struct route_table commerce_alerts_table;
 extern const struct route_table commerce_quality_table;
-/* The --demo shop for the demo tenant (src/surfaces/commerce/demo.c). 0 or TS_E_INTERNAL. */
-int commerce_demo_seed(sqlite3 *db, const char *tenant_id);
+/* The --demo shop for the demo tenant (src/surfaces/commerce/demo.c), its sizes times scale
+ * (--demo-scale, 0.001..1). 0 or TS_E_INTERNAL. */
+int commerce_demo_seed(sqlite3 *db, const char *tenant_id, double scale);
 /* Commerce timers (alert evaluation, dashboard refresh): started once serving, stopped on
  * drain (src/surfaces/commerce/alerts.c). */
 void commerce_timers_start(struct app *app);
@@ -76,9 +77,13 @@ void commerce_timers_stop(void);
 extern const struct route_table recs_data_table;
 extern const struct route_table recs_ml_table;
 extern const struct route_table recs_serving_table;
-/* The --demo catalog and interactions for the demo tenant (src/surfaces/recs/demo.c), inside
- * the demo transaction; the first model is trained once serving starts. 0 or TS_E_INTERNAL. */
-int recs_demo_seed(sqlite3 *db, const char *tenant_id);
+/* The --demo catalog and interactions for the demo tenant (src/surfaces/recs/demo.c), their
+ * sizes times scale (--demo-scale), inside the demo transaction; the first model is trained
+ * once serving starts. 0 or TS_E_INTERNAL. */
+int recs_demo_seed(sqlite3 *db, const char *tenant_id, double scale);
+/* Once serving: queues the first model's training for the tenant recs_demo_seed just seeded
+ * (nothing when the demo was loaded by an earlier start). */
+void recs_demo_start(struct app *app);
 
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);

@@ -15,6 +15,8 @@ const struct config_opt config_opts[] = {
     OPT("config", CFG_STR, config_file, 0, 0, NULL, NULL, CMD_ALL, "INI file with these options"),
     OPT("listen", CFG_STR, listen, 0, 0, "127.0.0.1:8080", NULL, CMD_SERVE, "HOST:PORT to listen on"),
     OPT("demo", CFG_BOOL, demo, 0, 1, "false", NULL, CMD_SERVE, "load demo data into a fresh data dir"),
+    OPT("demo-scale", CFG_DOUBLE, demo_scale, 0.001, 1, "1", NULL, CMD_SERVE,
+        "--demo commerce and recs sizes times this (tests load a small demo)"),
     OPT("tls-cert", CFG_STR, tls_cert, 0, 0, NULL, NULL, CMD_SERVE, "PEM certificate chain (enables TLS)"),
     OPT("tls-key", CFG_STR, tls_key, 0, 0, NULL, NULL, CMD_SERVE, "PEM private key"),
     OPT("cors-origin", CFG_LIST, cors_origins, 0, 0, NULL, NULL, CMD_SERVE,
@@ -139,11 +141,23 @@ static int opt_set(struct config *c, const struct config_opt *o, const char *v, 
         errno = 0;
         long x = strtol(v, &end, 10);
         if (errno || end == v || *end || x < o->min || x > o->max) {
-            snprintf(err, errlen, "--%s must be an integer in %d..%d, not '%s'", o->name, o->min,
-                     o->max, v);
+            snprintf(err, errlen, "--%s must be an integer in %d..%d, not '%s'", o->name,
+                     (int)o->min, (int)o->max, v);
             return -EINVAL;
         }
         *(int *)field = (int)x;
+        return 0;
+    }
+    case CFG_DOUBLE: {
+        char *end;
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !(x >= o->min && x <= o->max)) {
+            snprintf(err, errlen, "--%s must be a number in %g..%g, not '%s'", o->name, o->min,
+                     o->max, v);
+            return -EINVAL;
+        }
+        *(double *)field = x;
         return 0;
     }
     case CFG_BOOL: {
@@ -345,7 +359,8 @@ void config_print_help(unsigned cmd, const char *usage)
             continue;
         char flag[64];
         snprintf(flag, sizeof(flag), "--%s%s", o->name,
-                 o->type == CFG_BOOL ? "" : o->type == CFG_INT ? " N" : " VALUE");
+                 o->type == CFG_BOOL ? ""
+                 : (o->type == CFG_INT || o->type == CFG_DOUBLE) ? " N" : " VALUE");
         printf("  %-28s %s", flag, o->help);
         if (o->type == CFG_ENUM)
             printf(" (%s)", o->choices);

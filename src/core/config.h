@@ -6,7 +6,7 @@
 
 #define CONFIG_MAX_LIST 16
 
-enum config_type { CFG_STR, CFG_INT, CFG_BOOL, CFG_ENUM, CFG_LIST };
+enum config_type { CFG_STR, CFG_INT, CFG_DOUBLE, CFG_BOOL, CFG_ENUM, CFG_LIST };
 
 /* Which commands accept an option (bit mask). */
 enum {
@@ -33,6 +33,7 @@ struct config {
     int query_guard_ms, ws_max_message_kb, ws_send_queue_kb, jwt_ttl_s, shutdown_deadline_s;
     int sla_check_ms;        /* desk SLA breach timer period */
     int recs_quota_starter, recs_quota_pro, recs_quota_enterprise; /* monthly api calls, 0 = unlimited */
+    double demo_scale;       /* --demo commerce and recs sizes times this */
     struct config_list cors_origins, rate_limits;
     int nargs;
     char *args[4];           /* positional arguments */
@@ -42,7 +43,7 @@ struct config_opt {
     const char *name;        /* flag name without dashes: "log-format" */
     enum config_type type;
     size_t offset;
-    int min, max;            /* CFG_INT bounds */
+    double min, max;         /* CFG_INT and CFG_DOUBLE bounds */
     const char *def;         /* default as text, NULL for none */
     const char *choices;     /* CFG_ENUM: "a|b|c" */
     unsigned cmds;

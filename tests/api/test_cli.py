@@ -115,7 +115,7 @@ def test_online_backup(server, tmp_path):
 
 
 def test_demo_loads_once_and_prints_accounts(tmp_path):
-    s = Server("--demo", data=str(tmp_path))
+    s = Server("--demo", "--demo-scale", "0.02", data=str(tmp_path))
     out = s.proc.stdout.read1(65536).decode() if hasattr(s.proc.stdout, "read1") else ""
     s.stop()
     assert "demo.tessera.local" in out and "tessera-demo" in out
@@ -124,7 +124,7 @@ def test_demo_loads_once_and_prints_accounts(tmp_path):
     assert sorted(roles) == sorted(["admin", "org_admin", "manager", "viewer", "learner", "trainer",
                                     "approver", "agent", "developer", "master_admin"])
     db.close()
-    s = Server("--demo", data=str(tmp_path))  # second start: nothing loaded twice
+    s = Server("--demo", "--demo-scale", "0.02", data=str(tmp_path))  # second start: nothing loaded twice
     s.stop()
     db = sqlite3.connect(str(tmp_path / "tessera.db"))
     assert db.execute("SELECT count(*) FROM tenants").fetchone() == (1,)

@@ -48,7 +48,7 @@ def snapshot(tmp_path):
 
 
 def test_demo_desk_data(tmp_path):
-    s = Server("--demo", data=str(tmp_path))
+    s = Server("--demo", "--demo-scale", "0.02", data=str(tmp_path))
     api = Api(s)
     try:
         h = bearer(login(api, ADMIN, PASSWORD)["access_token"])
@@ -116,6 +116,6 @@ def test_demo_desk_data(tmp_path):
     before = snapshot(tmp_path)
     assert before["tickets"] == DEMO_TICKETS and before["tenants"] == 1
 
-    s = Server("--demo", data=str(tmp_path))  # second start: nothing added
+    s = Server("--demo", "--demo-scale", "0.02", data=str(tmp_path))  # second start: nothing added
     s.stop()
     assert snapshot(tmp_path) == before

@@ -332,7 +332,7 @@ def test_list_filters_and_isolation(world):
 
 
 def test_demo_has_two_environments():
-    s = Server("--demo")
+    s = Server("--demo", "--demo-scale", "0.02")
     try:
         a = Api(s)
         tok = login(a, "admin@demo.tessera.local", "tessera-demo")["access_token"]

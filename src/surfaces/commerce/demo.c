@@ -1,6 +1,6 @@
 /* The --demo shop (issue 5 "Demo data"): the deterministic shop of tools/commerce_gen.c
  * (2,000 products, 20,000 customers, 200,000 orders over the 548 days ending at the moment of
- * seeding, payments, weekly stock, two weeks of web sessions) written straight into the cm_*
+ * seeding, payments, weekly stock, a week of web sessions) written straight into the cm_*
  * tables with prepared multi-row inserts inside the demo transaction, then two dashboards and
  * a few alert rules whose thresholds come from the figures just written. */
 #include <errno.h>
@@ -717,12 +717,16 @@ static int load_shop(struct seed *s, const struct cg_config *c)
     return rc ? rc : rc2;
 }
 
-int commerce_demo_seed(sqlite3 *db, const char *tenant_id)
+int commerce_demo_seed(sqlite3 *db, const char *tenant_id, double scale)
 {
     struct seed s = {.db = db, .tenant = tenant_id, .now = clock_now_ms()};
     uint64_t t0 = clock_mono_ns();
     struct cg_config c;
     cg_config_demo(&c, s.now);
+    /* --demo-scale (tests load a small shop): the sizes shrink, the calendar stays */
+    c.products = (int)fmax(1, round(c.products * scale));
+    c.customers = (int)fmax(1, round(c.customers * scale));
+    c.orders = (int)round(c.orders * scale);
     s.fig.recent_start = s.now - 30 * CG_DAY_MS;
     int rc = load_shop(&s, &c);
     if (rc == 0)

@@ -373,6 +373,30 @@ static int trigger_done(struct hctx *h)
     return out_end(h, &w);
 }
 
+/* The type's default configuration over all of the tenant's interactions up to now, queued
+ * without a request (the --demo tenant's first model, src/surfaces/recs/demo.c). */
+int recs_train_submit(struct jobs *jobs, const char *tenant_id, const char *model_type,
+                      char *ret_job_id)
+{
+    const struct model_def *def = model_def(model_type);
+    if (def == NULL)
+        return -EINVAL;
+    struct train_cfg c;
+    cfg_defaults(&c, def);
+    c.start_ms = 0;
+    c.end_ms = clock_now_ms();
+    struct buf params;
+    buf_init(&params, 4096);
+    struct jw w;
+    jw_init(&w, &params);
+    params_json(&w, &c);
+    int r = jw_finish(&w);
+    if (r == 0)
+        r = jobs_submit(jobs, tenant_id, "recs.train", buf_cstr(&params), ret_job_id);
+    buf_release(&params);
+    return r;
+}
+
 static int trigger(struct hctx *h)
 {
     int r = recs_quota_check(h);

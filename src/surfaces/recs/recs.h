@@ -41,6 +41,15 @@ _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "vector blobs are litt
 #define RECS_CONTENT_MODEL "content-pop-0"
 const char *recs_model_prefix(const char *model_type); /* "mf", "tt", "gnn"; NULL if unknown */
 
+/* ---- training (src/surfaces/recs/ml.c) ----
+ * Queues a "recs.train" job of model_type ("matrix_factorization", ...) with that type's
+ * default hyperparameters over all of the tenant's interactions up to now, as the trigger
+ * route would; ret_job_id gets UUID_STR_LEN bytes. Loop thread. 0, -EINVAL (unknown type), or
+ * jobs_submit's error. */
+struct jobs;
+int recs_train_submit(struct jobs *jobs, const char *tenant_id, const char *model_type,
+                      char *ret_job_id);
+
 /* ---- serving registry (src/surfaces/recs/serving.c) ----
  * Process-wide: per tenant the in-memory matrices of its current model (and of any older
  * version asked for by model_version). Training calls recs_serving_model_ready from the loop
