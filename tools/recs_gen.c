@@ -411,9 +411,9 @@ static int emit_item(struct gen *g, int i, struct rng *r)
     lower_words(noun, noun_lc, sizeof(noun_lc));
     lower_dashed(noun, noun_tag, sizeof(noun_tag));
     bool vowel = strchr("aeiou", styleword[0]) != NULL;
-    snprintf(desc, sizeof(desc), "%s %s %s from %s, %s. It %s%s.", vowel ? "An" : "A",
-             styleword, noun_lc, brand,
-             st->phrase, phrase, gift ? " and makes a thoughtful gift" : "");
+    snprintf(desc, sizeof(desc), "%s %s %s from %s, %s. It %s%s. Part of the %s collection.",
+             vowel ? "An" : "A", styleword, noun_lc, brand, st->phrase, phrase,
+             gift ? " and makes a thoughtful gift" : "", st->tags[0]);
     snprintf(meta, sizeof(meta),
              "{\"brand\":\"%s\",\"price\":%.2f,\"style\":\"%s\",\"taste_cluster\":%d}", brand,
              price, st->tags[0], it->cluster);
