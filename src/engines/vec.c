@@ -211,6 +211,48 @@ static int cand_cmp_best_first(const void *pa, const void *pb)
     return 0;
 }
 
+/* One query's running top k. */
+struct topk {
+    struct cand *heap;
+    int len, k;
+};
+
+/* Offers the scores of rows base .. base+rows-1 to t. */
+static void topk_offer(struct topk *t, const float *scores, int base, int rows,
+                       bool (*skip)(void *, int), void *arg)
+{
+    struct cand *heap = t->heap;
+    for (int r = 0; r < rows; r++) {
+        float s = scores[r];
+        /* rows come in ascending order, so a score equal to the worst kept one ranks below
+         * it: only a strictly higher score gets in once the heap is full */
+        if (s != s || (t->len == t->k && s <= heap[0].score))
+            continue;
+        int row = base + r;
+        if (skip && skip(arg, row))
+            continue;
+        struct cand c = {s, row};
+        if (t->len < t->k) {
+            heap[t->len] = c;
+            heap_sift_up(heap, t->len++);
+        } else {
+            heap[0] = c;
+            heap_sift_down(heap, t->len, 0);
+        }
+    }
+}
+
+static int topk_emit(struct topk *t, int *out_rows, float *out_scores)
+{
+    qsort(t->heap, (size_t)t->len, sizeof t->heap[0], cand_cmp_best_first);
+    for (int i = 0; i < t->len; i++) {
+        out_rows[i] = t->heap[i].row;
+        if (out_scores)
+            out_scores[i] = t->heap[i].score;
+    }
+    return t->len;
+}
+
 int vec_topk(const float *M, int n, int d, const float *q, int k,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores)
 {
@@ -219,37 +261,52 @@ int vec_topk(const float *M, int n, int d, const float *q, int k,
     if (k > VEC_MAX_K)
         k = VEC_MAX_K;
     struct cand heap[VEC_MAX_K];
+    struct topk t = {heap, 0, k};
     float block[VEC_BLOCK];
-    int len = 0;
     for (int base = 0; base < n; base += VEC_BLOCK) {
         int rows = n - base < VEC_BLOCK ? n - base : VEC_BLOCK;
         dots(M + (size_t)base * (size_t)d, rows, d, q, block);
-        for (int r = 0; r < rows; r++) {
-            float s = block[r];
-            /* rows come in ascending order, so a score equal to the worst kept one ranks
-             * below it: only a strictly higher score gets in once the heap is full */
-            if (s != s || (len == k && s <= heap[0].score))
-                continue;
-            int row = base + r;
-            if (skip && skip(arg, row))
-                continue;
-            struct cand c = {s, row};
-            if (len < k) {
-                heap[len] = c;
-                heap_sift_up(heap, len++);
-            } else {
-                heap[0] = c;
-                heap_sift_down(heap, len, 0);
-            }
+        topk_offer(&t, block, base, rows, skip, arg);
+    }
+    return topk_emit(&t, out_rows, out_scores);
+}
+
+/* Rows per block of the batched scan: 64 rows of up to 512 floats (128 KiB at most, 32 KiB at
+ * d = 128) stay in L2 while every query of the batch passes over them, so the matrix is read
+ * from memory once for the whole batch. */
+#define VEC_BATCH_BLOCK 64
+
+int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
+                   const struct vec_query *qs, int *out_rows, float *out_scores, int *out_counts)
+{
+    if (nq <= 0 || nq > VEC_MAX_BATCH)
+        return -1;
+    if (k > VEC_MAX_K)
+        k = VEC_MAX_K;
+    for (int i = 0; i < nq; i++)
+        out_counts[i] = 0;
+    if (k <= 0 || n <= 0 || d < 0)
+        return 0;
+    struct cand *heaps = malloc(sizeof *heaps * (size_t)k * (size_t)nq);
+    if (heaps == NULL)
+        return -1;
+    struct topk t[VEC_MAX_BATCH];
+    for (int i = 0; i < nq; i++)
+        t[i] = (struct topk){heaps + (size_t)i * (size_t)k, 0, k};
+    float block[VEC_BATCH_BLOCK];
+    for (int base = 0; base < n; base += VEC_BATCH_BLOCK) {
+        int rows = n - base < VEC_BATCH_BLOCK ? n - base : VEC_BATCH_BLOCK;
+        const float *blk = M + (size_t)base * (size_t)d;
+        for (int i = 0; i < nq; i++) {
+            dots(blk, rows, d, Q + (size_t)i * (size_t)d, block);
+            topk_offer(&t[i], block, base, rows, qs ? qs[i].skip : NULL, qs ? qs[i].arg : NULL);
         }
     }
-    qsort(heap, (size_t)len, sizeof heap[0], cand_cmp_best_first);
-    for (int i = 0; i < len; i++) {
-        out_rows[i] = heap[i].row;
-        if (out_scores)
-            out_scores[i] = heap[i].score;
-    }
-    return len;
+    for (int i = 0; i < nq; i++)
+        out_counts[i] = topk_emit(&t[i], out_rows + (size_t)i * (size_t)k,
+                                  out_scores ? out_scores + (size_t)i * (size_t)k : NULL);
+    free(heaps);
+    return 0;
 }
 
 /* ---------- storage ---------- */

@@ -27,6 +27,19 @@ float vec_normalize(float *a, int d);
 int vec_topk(const float *M, int n, int d, const float *q, int k,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores);
 
+/* Several queries in one pass over M: Q holds nq (1..VEC_MAX_BATCH) query vectors of d floats,
+ * qs[i] (or NULL for none) query i's skip predicate. Query i's answer, exactly what vec_topk
+ * would give it, goes to out_rows / out_scores (may be NULL) at offset i * k, its length to
+ * out_counts[i]. The matrix streams from memory once for the batch instead of once per query,
+ * which is what bounds a scan. 0, or -1 (nq out of range, no memory). */
+#define VEC_MAX_BATCH 32
+struct vec_query {
+    bool (*skip)(void *arg, int row);
+    void *arg;
+};
+int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
+                   const struct vec_query *qs, int *out_rows, float *out_scores, int *out_counts);
+
 /* A zeroed n x d matrix aligned to VEC_ALIGN (NULL on overflow or out of memory); free with
  * vec_free, which accepts NULL and returns NULL. */
 float *vec_alloc(size_t n, size_t d);

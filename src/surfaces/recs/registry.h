@@ -71,6 +71,11 @@ struct rs_model {
     int64_t pop_start_ms;         /* window start (timestamps >= it count) */
     int64_t pop_mono_ms;          /* when computed in full */
     uint64_t pop_gen;             /* tenant's change generation folded in */
+    /* scans waiting for a pass over V: concurrent requests share one (see rank_vector) */
+    pthread_mutex_t scan_mu;
+    pthread_cond_t scan_cv;
+    struct rs_scan *scan_head, **scan_tail;
+    int scanning;                 /* passes running */
 };
 
 void rs_model_unref(struct rs_model *m);

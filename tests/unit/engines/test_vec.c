@@ -201,6 +201,46 @@ static void test_kernels_agree(void)
     vec_free(M);
 }
 
+static bool skip_even(void *arg, int row)
+{
+    (void)arg;
+    return row % 2 == 0;
+}
+
+/* Each query of a batch gets exactly vec_topk's answer, with its own skip predicate. */
+static void test_batch(void)
+{
+    enum { N = 3001, D = 40, NQ = 7, K = 30 };
+    float *M = vec_alloc(N, D), *Q = vec_alloc(NQ, D);
+    for (size_t i = 0; i < (size_t)N * D; i++)
+        M[i] = frand();
+    for (size_t i = 0; i < (size_t)NQ * D; i++)
+        Q[i] = frand();
+    struct vec_query qs[NQ];
+    for (int i = 0; i < NQ; i++)
+        qs[i] = (struct vec_query){i % 3 == 0 ? NULL : i % 3 == 1 ? skip_mod3 : skip_even, NULL};
+    int rows[NQ * K], counts[NQ];
+    float scores[NQ * K];
+    CHECK_INT(vec_topk_batch(M, N, D, Q, NQ, K, qs, rows, scores, counts), 0);
+    for (int i = 0; i < NQ; i++) {
+        int r1[K];
+        float s1[K];
+        int n1 = vec_topk(M, N, D, Q + (size_t)i * D, K, qs[i].skip, NULL, r1, s1);
+        CHECK_INT(counts[i], n1);
+        for (int j = 0; j < n1; j++) {
+            CHECK_INT(rows[i * K + j], r1[j]);
+            CHECK(scores[i * K + j] == s1[j]);
+        }
+    }
+    /* k > n, one query, no skips, NULL scores */
+    CHECK_INT(vec_topk_batch(M, 5, D, Q, 1, 10, NULL, rows, NULL, counts), 0);
+    CHECK_INT(counts[0], 5);
+    CHECK_INT(vec_topk_batch(M, N, D, Q, 0, K, NULL, rows, scores, counts), -1);
+    CHECK_INT(vec_topk_batch(M, N, D, Q, VEC_MAX_BATCH + 1, K, NULL, rows, scores, counts), -1);
+    vec_free(Q);
+    vec_free(M);
+}
+
 int main(void)
 {
     CHECK(vec_free(NULL) == NULL);
@@ -212,6 +252,7 @@ int main(void)
         test_dot();
         test_topk_suite();
         test_topk_edges();
+        test_batch();
     }
     test_kernels_agree();
     CHECK(vec_alloc(SIZE_MAX / 2, 4) == NULL);
