@@ -715,3 +715,58 @@ def test_trained_mf_model_takes_over(world):
     got = metric_value(text, "ml_training_duration_seconds", tenant_id=tid, model_type="matrix_factorization")
     assert abs(got - (completed - created) / 1000) < 1e-9
     promtool_ok(text)
+
+
+def test_trained_gnn_mixing_rule_and_older_versions(world):
+    """gnn (and two_tower) keep no fold-in solver: serving moves the trained vector towards the
+    weighted mean of the items stored since training (README "### Serving"). Runs after the mf
+    test on the same tenant."""
+    w = world
+    name, tid = "umbrella", w.tid("umbrella")
+    r = w.api.post("/internal/ml/training/trigger", headers=w.keys[name + ":internal"], json={
+        "training_config": {"model_type": "gnn", "hyperparameters": {"embedding_dim": 16, "epochs": 4}}})
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+    j = wait_for(lambda: (lambda b: b if b["status"] in ("completed", "failed") else None)(
+        w.api.get(f"/internal/ml/training/{job}", headers=w.keys[name + ":internal"]).json()), timeout=120)
+    assert j["status"] == "completed", j
+    (version, trained_ms), = w.rows("SELECT model_version, created_at FROM rc_models WHERE tenant_id = ? "
+                                    "AND is_current = 1", tid)
+    assert version == "gnn-1"
+    V = {e: unpack(b) for e, b in w.rows("SELECT entity_id, vector FROM rc_model_vectors WHERE tenant_id = ? "
+                                           "AND model_version = ? AND kind = 'item'", tid, version)}
+    U = {e: unpack(b) for e, b in w.rows("SELECT entity_id, vector FROM rc_model_vectors WHERE tenant_id = ? "
+                                           "AND model_version = ? AND kind = 'user'", tid, version)}
+    user_id = "tu11"
+    body = wait_for(lambda: (lambda b: b if b["model_version"] == version else None)(
+        w.rec(name, {"user_id": user_id, "count": 6})), timeout=10)
+    seen = {i for i, _ in history(w, name, user_id)}
+    want = sorted(((float(V[i] @ U[user_id]), i) for i in V if i not in seen), key=lambda x: -x[0])[:6]
+    same_ranking(body["recommendations"], want, tol=1e-3)
+    # two new interactions: u' = (1 - b) u + b |u| m, m the unit weighted mean of the new items'
+    # vectors (weight x 0.5^(position / 10), newest first), b = n / (n + 4)
+    w.events(name, [{"user_id": user_id, "item_id": "tbooks-3", "interaction_type": "purchase"},
+                    {"user_id": user_id, "item_id": "tbooks-5", "interaction_type": "click"}])
+    after = w.rec(name, {"user_id": user_id, "count": 6})
+    hist = history(w, name, user_id)
+    stored = dict(w.rows("SELECT item_id, max(created_at) FROM rc_interactions WHERE tenant_id = ? "
+                         "AND user_id = ? GROUP BY item_id", tid, user_id))
+    m, n = np.zeros(16), 0
+    for pos, (i, wgt) in enumerate(hist):
+        if stored[i] > trained_ms and i in V and wgt != 0:
+            m += wgt * 0.5 ** (pos / 10) * V[i]
+            n += 1
+    assert n == 2
+    m /= np.linalg.norm(m)
+    u0 = U[user_id]
+    b = n / (n + 4)
+    u = (1 - b) * u0 + b * np.linalg.norm(u0) * m
+    seen = {i for i, _ in hist}
+    want = sorted(((float(V[i] @ u), i) for i in V if i not in seen), key=lambda x: -x[0])[:6]
+    same_ranking(after["recommendations"], want, tol=1e-3)
+    # the previous version stays selectable (loaded again on demand), and so does content-pop-0
+    old = w.rec(name, {"user_id": user_id, "count": 3, "model_version": "mf-1"})
+    assert old["model_version"] == "mf-1"
+    assert w.rec(name, {"user_id": user_id, "count": 3, "model_version": "content-pop-0"})["model_version"] == "content-pop-0"
+    assert err(w.api.post("/internal/ml/recommendations", headers=w.keys[name + ":internal"],
+                          json={"user_id": user_id, "model_version": "tt-1"})) == (404, "NOT_FOUND", "model_version")

@@ -86,7 +86,8 @@ static void metrics_register(struct metrics *m)
                               "recall_at_10, ndcg_at_10 and the popularity baseline's)",
                               3, q);
     S.train_seconds = metrics_gauge(m, "ml_training_duration_seconds",
-                                    "Wall time of the latest completed training of each model type",
+                                    "Wall time of the latest completed training of each model type, from its start "
+                                    "to ready (reading data, epochs, evaluation, storing vectors)",
                                     2, d);
     S.train_loss = metrics_gauge(m, "ml_training_loss", "Training loss of a model after each epoch",
                                  3, l);
@@ -162,6 +163,17 @@ static void publish_losses(const char *tenant, const char *version, json_t *loss
     }
 }
 
+/* The ranking-quality members of rc_models.metrics (recall_at_10, ndcg_at_10 and the popularity
+ * baseline's); its counts and timings (users, train_seconds, ...) are not quality. */
+static bool quality_name(const char *key)
+{
+    static const char *const words[] = {"recall", "ndcg", "precision", "hit_rate", "mrr", "auc"};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(key, words[i]))
+            return true;
+    return false;
+}
+
 /* Sets the quality and loss gauges of one ready model from its rc_models row, and the
  * training-duration gauge of its type when `latest` (it is the newest of its type). */
 static void publish_model(sqlite3 *db, const char *tenant, const char *version, bool latest)
@@ -178,7 +190,7 @@ static void publish_model(sqlite3 *db, const char *tenant, const char *version, 
         const char *key;
         json_t *v;
         json_object_foreach(mj, key, v) {
-            if (!json_is_number(v))
+            if (!json_is_number(v) || !quality_name(key))
                 continue;
             const char *qv[] = {tenant, version, key};
             metric_set(S.quality, qv, json_number_value(v));
