@@ -296,7 +296,7 @@ static bool wants(const struct gen *g, enum cg_kind k)
 void cg_config_demo(struct cg_config *c, int64_t end_ms)
 {
     *c = (struct cg_config){.seed = 20240101, .products = 2000, .customers = 20000,
-                            .orders = 200000, .days = 548, .end_ms = end_ms, .event_days = 14,
+                            .orders = 200000, .days = 548, .end_ms = end_ms, .event_days = 7,
                             .inventory = true, .transactions = true};
 }
 

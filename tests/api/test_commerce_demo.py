@@ -20,7 +20,7 @@ ADMIN = "admin@demo.tessera.local"
 PASSWORD = "tessera-demo"
 GEN = os.path.join(os.path.dirname(os.path.abspath(BIN)), "commerce-gen")
 # the demo's sizes (cg_config_demo in tools/commerce_gen.c, README "commerce / Demo data")
-PRODUCTS, CUSTOMERS, ORDERS, DAYS, EVENT_DAYS = 2000, 20000, 200000, 548, 14
+PRODUCTS, CUSTOMERS, ORDERS, DAYS, EVENT_DAYS = 2000, 20000, 200000, 548, 7
 DAY_MS = 86400000
 COUNTED = "status NOT IN ('cancelled', 'refunded')"
 
