@@ -1637,14 +1637,12 @@ struct rs_scan {
     bool done;
 };
 
+/* Passes at a time per model: one per CPU (set by rs_init, before any worker scans). */
+static int scan_passes_max = 1;
+
 static int scans_max(void)
 {
-    static int n;
-    if (n == 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        n = c < 1 ? 1 : c > 8 ? 8 : (int)c;
-    }
-    return n;
+    return scan_passes_max;
 }
 
 /* Runs one pass for the waiting requests at the head of the queue (scan_mu held on entry and
@@ -1771,6 +1769,8 @@ int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, stru
 void rs_init(void)
 {
     vec_kernel_get(); /* choose the kernel once, before workers race to */
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    scan_passes_max = c < 1 ? 1 : c > 8 ? 8 : (int)c;
 }
 
 void rs_shutdown(void)
