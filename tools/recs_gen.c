@@ -228,9 +228,11 @@ void rg_config_demo(struct rg_config *c, double scale, int64_t end_ms)
     items = items < 1 ? 1 : items;
     users = users < 1 ? 1 : users;
     int n = (int)lround(RG_DEMO_INTERACTIONS * scale);
-    int clusters = items / 10 < 1 ? 1 : items / 10 > RG_DEMO_CLUSTERS ? RG_DEMO_CLUSTERS : items / 10;
+    int clusters = items / 10 < 1 ? 1 : items / 10;
+    clusters = clusters > RG_DEMO_CLUSTERS ? RG_DEMO_CLUSTERS : clusters;
+    n = n < users * RG_MIN_PER_USER ? users * RG_MIN_PER_USER : n;
     *c = (struct rg_config){.seed = 20240601, .items = items, .users = users,
-                            .interactions = n < users * RG_MIN_PER_USER ? users * RG_MIN_PER_USER : n,
+                            .interactions = n,
                             .clusters = clusters, .days = RG_DEMO_DAYS, .end_ms = end_ms,
                             .noise = 0.15};
 }
@@ -395,7 +397,8 @@ static int emit_item(struct gen *g, int i, struct rng *r)
     const char *brand = PICK(r, brands), *noun = cat->nouns[rng_below(r, 8)];
     const char *phrase = cat->phrases[rng_below(r, 3)], *color = PICK(r, colors);
     const char *styleword = st->tags[rng_below(r, 2)], *extra = PICK(r, extras);
-    bool with_color = rng_chance(r, 0.4), gift = rng_chance(r, 0.2), with_extra = rng_chance(r, 0.3);
+    bool with_color = rng_chance(r, 0.4), gift = rng_chance(r, 0.2);
+    bool with_extra = rng_chance(r, 0.3);
     int t2 = 1 + (int)rng_below(r, 3), t3 = rng_chance(r, 0.5) ? 1 + (int)rng_below(r, 3) : 0;
     double price = exp(log(cat->price_lo) + rng_unit(r) * log(cat->price_hi / cat->price_lo));
     price = floor(price) + 0.99;
@@ -449,7 +452,8 @@ static int make_items(struct gen *g, struct rng *r)
         it->cluster = i < K ? i : draw_cum(r, g->cluster_cum, K);
         it->pop = exp(1.0 * rng_normal(r));
         if (rng_chance(r, NEW_ITEM_SHARE))
-            it->created_at = g->start_ms + (int64_t)(rng_unit(r) * (double)(g->c->end_ms - g->start_ms));
+            it->created_at =
+                g->start_ms + (int64_t)(rng_unit(r) * (double)(g->c->end_ms - g->start_ms));
         else
             it->created_at = g->start_ms - (int64_t)(rng_unit(r) * 365.0 * RG_DAY_MS) - HOUR_MS;
         sum += it->pop;
@@ -562,7 +566,8 @@ static int pick_item(struct gen *g, struct rng *r, const struct user *u, int64_t
     const struct cluster *cl = &g->clusters[u->clusters[u->nclusters == 2 &&
                                                         rng_unit(r) >= u->share[0]]];
     for (int tries = 0; tries < 16; tries++) {
-        int i = taste ? cl->members[draw_cum(r, cl->cum, cl->n)] : draw_cum(r, g->pop_cum, g->c->items);
+        int i = taste ? cl->members[draw_cum(r, cl->cum, cl->n)]
+                      : draw_cum(r, g->pop_cum, g->c->items);
         if (g->items[i].created_at <= t) {
             *ret_taste = taste;
             return i;
@@ -573,7 +578,8 @@ static int pick_item(struct gen *g, struct rng *r, const struct user *u, int64_t
     return i >= 0 ? i : 0;
 }
 
-static void push_row(struct gen *g, int user, int item, int session, int device, int type, int64_t ts)
+static void push_row(struct gen *g, int user, int item, int session, int device, int type,
+                     int64_t ts)
 {
     struct row *x = &g->rows[g->nrows];
     *x = (struct row){.ts = ts > g->c->end_ms ? g->c->end_ms : ts, .user = user, .item = item,
@@ -634,7 +640,8 @@ static int user_rows(struct gen *g, struct rng *r, int user, const struct user *
         int item = pick_item(g, r, u, ss[s].at, &taste);
         left -= engage(g, r, user, item, taste, s, ss[s].device, ss[s].at, left);
         ss[s].at += 20 * SEC_MS + (int64_t)rng_below(r, 220000);
-        if (ss[s].at > g->c->end_ms - 600 * SEC_MS) /* the session ran into the end: resume it earlier */
+        /* a session that ran into the end resumes at another time */
+        if (ss[s].at > g->c->end_ms - 600 * SEC_MS)
             ss[s].at = draw_time(g, r, u->join);
     }
     return 0;
