@@ -3,6 +3,8 @@
  * per kind of record). See recs_gen.h. */
 #include "recs_gen.h"
 
+#include "core/rng.h"
+
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,44 +22,7 @@ const char *const rg_type_names[RG_NTYPES] = {"view", "click", "add_to_cart", "p
                                               "like", "dislike", "remove_from_cart"};
 enum { T_VIEW, T_CLICK, T_CART, T_PURCHASE, T_LIKE, T_DISLIKE, T_REMOVE };
 
-/* ---------- PRNG: splitmix64 seeds xoshiro256** ---------- */
-
-struct rng {
-    uint64_t s[4];
-};
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
-{
-    uint64_t x = seed ^ (stream * 0xd1b54a32d192ed03ULL);
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&x);
-}
-
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
-
-static uint64_t rng_next(struct rng *r)
-{
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
+/* ---------- PRNG: src/core/rng.h (xoshiro256** seeded by splitmix64) ---------- */
 
 static double rng_unit(struct rng *r) /* [0, 1) */
 {

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/rng.h"
+
 #include "engines/mf.h"
 
 /* ---- kernels (float, any alignment) ---- */
@@ -18,7 +20,7 @@ const struct mf_kernels *mf__kernels(void);
 
 /* ---- RNG: xoshiro256** seeded through splitmix64 ---- */
 struct mf_rng {
-    uint64_t s[4];
+    struct rng r;  /* src/core/rng.h */
 };
 void mf__rng_seed(struct mf_rng *r, uint64_t seed);
 uint64_t mf__rng_next(struct mf_rng *r);
