@@ -11,7 +11,7 @@
 
 /* Each step propagates over the whole graph twice K times: capped steps per epoch keep an
  * epoch at a bounded number of propagations however large the data. */
-#define GCN_MAX_STEPS_PER_EPOCH 64
+#define GCN_MAX_STEPS_PER_EPOCH 32
 #define GCN_MAX_LAYERS 4
 
 struct gcn {

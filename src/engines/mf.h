@@ -75,14 +75,18 @@ double als_loss(const struct mf_csr *R, const float *U, const float *V, int dim,
 /* Two-tower. Item tower: v_i = W f_i + e_i (f_i = the item's content vector, fdim values, e.g.
  * hashembed of title/description/category/tags; W dim x fdim; e_i an id embedding). User tower:
  * u = M h_u + b_u, h_u = weighted mean of history embeddings q_j over the user's positive items,
- * b_u a user embedding, M dim x dim. BPR with one sampled negative per positive, Adam. features
- * may be NULL (fdim 0): then the item tower is the id embedding alone. Exports u and v. Loss:
- * mean BPR -log sigmoid(s_ui - s_uj) over the epoch's triples (without the L2 term). */
+ * b_u a user embedding, M dim x dim. In training, the triple (u, i, j) sees h_u without item i
+ * (leave one out). BPR with one sampled negative per positive, L2 per occurrence on the batch
+ * mean's scale, Adam over batches of o->batch triples; W f_i refreshed 32 times an epoch.
+ * features may be NULL (fdim 0): then the item tower is the id embedding alone. Exports u (over
+ * the whole history) and v. Loss: mean BPR -log sigmoid(s_ui - s_uj) over the epoch's triples
+ * (without the L2 term). */
 int two_tower_train(const struct mf_csr *R, const float *features, int fdim,
                     const struct mf_opts *o, float *U, float *V);
 
 /* LightGCN: E^(k+1) = D^-1/2 A D^-1/2 E^k over the bipartite graph of positive pairs, final
- * embedding the mean of layers 0..K; BPR + reg * |E^0 of the batch|^2, Adam. Exports the
+ * embedding the mean of layers 0..K; BPR + reg * |E^0 of the batch|^2, Adam. Each step is a
+ * full forward and backward propagation over max(o->batch, positives / 32) triples. Exports the
  * propagated user and item embeddings. Loss: mean BPR term over the epoch's triples. */
 int lightgcn_train(const struct mf_csr *R, const struct mf_opts *o, float *U, float *V);
 

@@ -8,9 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Steps per epoch are capped so the dense item-tower refresh after each step (items x dim x
- * fdim) stays a small share of the epoch; small data keeps the configured batch. */
-#define TT_MAX_STEPS_PER_EPOCH 64
+/* The content part of the item tower, W f_i for every item (items x dim x fdim), is recomputed
+ * this many times an epoch rather than after every step: it is the one dense cost, and W moves
+ * little within 1/32 of an epoch. The id part is current after every step. */
+#define TT_CONTENT_REFRESHES 32
 
 struct tt {
     const struct mf_csr *R;
@@ -25,12 +26,15 @@ struct tt {
     float *B, *gB;               /* nrows x d: user embeddings */
     struct mf_adam aW, aM, aE, aQ, aB;
     /* derived */
-    float *Vc;                   /* ncols x d: item tower output, refreshed after each step */
-    float *h, *u, *gu, *gh;      /* d each: the current user's mean history, vector, grads */
+    float *Vc;                   /* ncols x d: item tower output Cc + E, current after each step */
+    float *Cc;                   /* ncols x d: W f_i as of the last content refresh */
+    float *h;                    /* 6 x d scratch for the current user (tt_user_step) */
     /* rows touched in the current step */
     int32_t *items_touched, nitems_touched;
     int32_t *users_touched, nusers_touched;
     char *item_mark, *user_mark;
+    int32_t *item_uses;          /* occurrences of each item in the step's triples */
+    double per_step;             /* triples per step: the loss is their mean */
 };
 
 static void *tt_alloc(size_t n, size_t size, int *rc)
@@ -43,7 +47,7 @@ static void *tt_alloc(size_t n, size_t size, int *rc)
 
 static void tt_free(struct tt *t)
 {
-    float *fs[] = {t->W, t->gW, t->M, t->gM, t->E, t->gE, t->Q, t->gQ, t->B, t->gB, t->Vc, t->h};
+    float *fs[] = {t->W, t->gW, t->M, t->gM, t->E, t->gE, t->Q, t->gQ, t->B, t->gB, t->Vc, t->Cc, t->h};
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
         free(fs[i]);
     struct mf_adam *as[] = {&t->aW, &t->aM, &t->aE, &t->aQ, &t->aB};
@@ -52,6 +56,7 @@ static void tt_free(struct tt *t)
     free(t->items_touched);
     free(t->users_touched);
     free(t->item_mark);
+    free(t->item_uses);
     free(t->user_mark);
 }
 
@@ -70,16 +75,15 @@ static int tt_init(struct tt *t, const struct mf_opts *o, struct mf_rng *rng)
     t->B = tt_alloc(nu * d, sizeof(float), &rc);
     t->gB = tt_alloc(nu * d, sizeof(float), &rc);
     t->Vc = tt_alloc(ni * d, sizeof(float), &rc);
-    t->h = tt_alloc(4 * (size_t)d, sizeof(float), &rc);
+    t->Cc = tt_alloc(ni * d, sizeof(float), &rc);
+    t->h = tt_alloc(6 * (size_t)d, sizeof(float), &rc);
     t->items_touched = tt_alloc(ni, sizeof(int32_t), &rc);
     t->users_touched = tt_alloc(nu, sizeof(int32_t), &rc);
     t->item_mark = tt_alloc(ni, 1, &rc);
+    t->item_uses = tt_alloc(ni, sizeof(int32_t), &rc);
     t->user_mark = tt_alloc(nu, 1, &rc);
     if (rc < 0)
         return rc;
-    t->u = t->h + d;
-    t->gu = t->h + 2 * d;
-    t->gh = t->h + 3 * d;
     if (mf__adam_init(&t->aW, d * fd, o->learning_rate) < 0 ||
         mf__adam_init(&t->aM, (size_t)d * d, o->learning_rate) < 0 ||
         mf__adam_init(&t->aE, ni * d, o->learning_rate) < 0 ||
@@ -96,16 +100,25 @@ static int tt_init(struct tt *t, const struct mf_opts *o, struct mf_rng *rng)
     return 0;
 }
 
-/* Vc[i] = W f_i + E_i */
+/* Vc[i] = Cc[i] + E_i */
 static void tt_item_vector(struct tt *t, int32_t i)
+{
+    size_t off = (size_t)i * t->d;
+    for (int a = 0; a < t->d; a++)
+        t->Vc[off + a] = t->Cc[off + a] + t->E[off + a];
+}
+
+/* Cc = W F for every item, then every Vc. */
+static void tt_content_refresh(struct tt *t)
 {
     const struct mf_kernels *k = mf__kernels();
     int d = t->d;
-    float *v = t->Vc + (size_t)i * d;
-    memcpy(v, t->E + (size_t)i * d, (size_t)d * sizeof *v);
-    if (t->F)
-        for (int a = 0; a < d; a++)
-            v[a] += k->dot(t->W + (size_t)a * t->fdim, t->F + (size_t)i * t->fdim, t->fdim);
+    for (int32_t i = 0; i < t->R->ncols; i++) {
+        float *c = t->Cc + (size_t)i * d;
+        for (int a = 0; a < d && t->F; a++)
+            c[a] = k->dot(t->W + (size_t)a * t->fdim, t->F + (size_t)i * t->fdim, t->fdim);
+        tt_item_vector(t, i);
+    }
 }
 
 /* h = weighted mean of Q over the user's positive items; u = M h + B_u. Returns the weight
@@ -137,51 +150,80 @@ static void mark_item(struct tt *t, int32_t i)
     }
 }
 
-/* One user's triples: every positive item with one sampled negative. Accumulates gradients
- * (scaled by 1/scale) and returns the summed BPR loss; *ret_n gets the triple count. */
+/* One user's triples: every positive item with one sampled negative. The user tower sees the
+ * history WITHOUT the item being scored (leave one out): with it, the model learns to score
+ * what is already in the history — an item matching its own history embedding — which says
+ * nothing about the items a user has not touched yet. Accumulates gradients (scaled by
+ * 1/scale) and returns the summed BPR loss; *ret_n gets the triple count. */
 static double tt_user_step(struct tt *t, int32_t r, struct mf_rng *rng, double scale, int *ret_n)
 {
     const struct mf_kernels *k = mf__kernels();
     int d = t->d, n = 0;
-    double wsum = tt_user_vector(t, r, t->h, t->u), loss = 0;
-    memset(t->gu, 0, (size_t)d * sizeof *t->gu);
+    float *S = t->h, *h = t->h + d, *u = t->h + 2 * d, *gu = t->h + 3 * d, *gh = t->h + 4 * d,
+          *G = t->h + 5 * d;
+    const float *b = t->B + (size_t)r * d;
+    double wsum = 0, loss = 0;
+    float l2 = (float)(t->reg / scale);
+    memset(S, 0, (size_t)d * sizeof *S);
+    memset(G, 0, (size_t)d * sizeof *G);
+    for (int64_t e = t->R->indptr[r]; e < t->R->indptr[r + 1]; e++)
+        if (t->R->values[e] > 0) {
+            k->axpy(S, t->R->values[e], t->Q + (size_t)t->R->indices[e] * d, d);
+            wsum += t->R->values[e];
+        }
     for (int64_t e = t->R->indptr[r]; e < t->R->indptr[r + 1]; e++) {
-        if (t->R->values[e] <= 0)
+        float wi = t->R->values[e];
+        if (wi <= 0)
             continue;
         int32_t i = t->R->indices[e], j = mf__sample_negative(t->R, r, rng);
+        const float *qi = t->Q + (size_t)i * d;
+        double rest = wsum - wi; /* weight of the rest of the history */
+        for (int a = 0; a < d; a++)
+            h[a] = rest > 0 ? (float)((S[a] - wi * qi[a]) / rest) : 0.0f;
+        for (int a = 0; a < d; a++)
+            u[a] = k->dot(t->M + (size_t)a * d, h, d) + b[a];
         const float *vi = t->Vc + (size_t)i * d, *vj = t->Vc + (size_t)j * d;
-        double x = (double)k->dot(t->u, vi, d) - k->dot(t->u, vj, d);
+        double x = (double)k->dot(u, vi, d) - k->dot(u, vj, d);
         loss += x > 0 ? log1p(exp(-x)) : -x + log1p(exp(x));
         float g = (float)(-1.0 / (1.0 + exp(x)) / scale); /* d loss / d x */
-        k->axpy(t->gu, g, vi, d);
-        k->axpy(t->gu, -g, vj, d);
-        k->axpy(t->gE + (size_t)i * d, g, t->u, d);
-        k->axpy(t->gE + (size_t)j * d, -g, t->u, d);
+        for (int a = 0; a < d; a++)
+            gu[a] = g * (vi[a] - vj[a]);
+        k->axpy(t->gE + (size_t)i * d, g, u, d);
+        k->axpy(t->gE + (size_t)j * d, -g, u, d);
+        /* L2 per occurrence on the batch mean's scale, as LightGCN's batch L2 (E's is added
+         * in tt_apply, after W's gradient is taken from gE) */
+        t->item_uses[i]++;
+        t->item_uses[j]++;
+        k->axpy(t->gB + (size_t)r * d, l2, b, d);
         mark_item(t, i);
         mark_item(t, j);
+        /* back through u = M h + B_u and h = (S - wi q_i) / rest */
+        k->axpy(t->gB + (size_t)r * d, 1.0f, gu, d);
+        memset(gh, 0, (size_t)d * sizeof *gh);
+        for (int a = 0; a < d; a++) {
+            k->axpy(t->gM + (size_t)a * d, gu[a], h, d);
+            k->axpy(gh, gu[a], t->M + (size_t)a * d, d); /* gh = M^T gu */
+        }
+        if (rest > 0) {
+            k->axpy(G, (float)(1.0 / rest), gh, d);            /* every q_j: w_j G below */
+            k->axpy(t->gQ + (size_t)i * d, (float)(-wi / rest), gh, d); /* q_i was left out */
+        }
         n++;
     }
     *ret_n = n;
     if (n == 0)
         return 0;
-    /* back through u = M h + B_u */
-    k->axpy(t->gB + (size_t)r * d, 1.0f, t->gu, d);
     if (!t->user_mark[r]) {
         t->user_mark[r] = 1;
         t->users_touched[t->nusers_touched++] = r;
     }
-    memset(t->gh, 0, (size_t)d * sizeof *t->gh);
-    for (int a = 0; a < d; a++) {
-        k->axpy(t->gM + (size_t)a * d, t->gu[a], t->h, d);
-        k->axpy(t->gh, t->gu[a], t->M + (size_t)a * d, d); /* gh = M^T gu */
-    }
-    if (wsum > 0)
-        for (int64_t e = t->R->indptr[r]; e < t->R->indptr[r + 1]; e++)
-            if (t->R->values[e] > 0) {
-                int32_t j = t->R->indices[e];
-                k->axpy(t->gQ + (size_t)j * d, (float)(t->R->values[e] / wsum), t->gh, d);
-                mark_item(t, j);
-            }
+    for (int64_t e = t->R->indptr[r]; e < t->R->indptr[r + 1]; e++)
+        if (t->R->values[e] > 0) {
+            int32_t j = t->R->indices[e];
+            k->axpy(t->gQ + (size_t)j * d, t->R->values[e], G, d);
+            k->axpy(t->gQ + (size_t)j * d, l2, t->Q + (size_t)j * d, d);
+            mark_item(t, j);
+        }
     return loss;
 }
 
@@ -190,7 +232,6 @@ static void tt_apply(struct tt *t)
 {
     const struct mf_kernels *k = mf__kernels();
     int d = t->d;
-    float reg = (float)t->reg;
     struct mf_adam *as[] = {&t->aW, &t->aM, &t->aE, &t->aQ, &t->aB};
     for (size_t i = 0; i < 5; i++)
         mf__adam_tick(as[i]);
@@ -204,29 +245,24 @@ static void tt_apply(struct tt *t)
                     k->axpy(t->gW + (size_t)a * t->fdim, g[a], f, t->fdim);
         }
     for (int32_t n = 0; n < t->nitems_touched; n++) {
-        size_t off = (size_t)t->items_touched[n] * d;
-        k->axpy(t->gE + off, reg, t->E + off, d);
-        k->axpy(t->gQ + off, reg, t->Q + off, d);
+        int32_t i = t->items_touched[n];
+        size_t off = (size_t)i * d;
+        k->axpy(t->gE + off, (float)(t->reg * t->item_uses[i] / t->per_step), t->E + off, d);
+        t->item_uses[i] = 0;
         mf__adam_apply(&t->aE, t->E, t->gE, off, (size_t)d);
         mf__adam_apply(&t->aQ, t->Q, t->gQ, off, (size_t)d);
         t->item_mark[t->items_touched[n]] = 0;
     }
     for (int32_t n = 0; n < t->nusers_touched; n++) {
         size_t off = (size_t)t->users_touched[n] * d;
-        k->axpy(t->gB + off, reg, t->B + off, d);
         mf__adam_apply(&t->aB, t->B, t->gB, off, (size_t)d);
         t->user_mark[t->users_touched[n]] = 0;
     }
     if (t->F)
         mf__adam_apply(&t->aW, t->W, t->gW, 0, (size_t)d * t->fdim);
     mf__adam_apply(&t->aM, t->M, t->gM, 0, (size_t)d * d);
-    if (t->F) {
-        for (int32_t i = 0; i < t->R->ncols; i++)
-            tt_item_vector(t, i);
-    } else {
-        for (int32_t n = 0; n < t->nitems_touched; n++)
-            tt_item_vector(t, t->items_touched[n]);
-    }
+    for (int32_t n = 0; n < t->nitems_touched; n++)
+        tt_item_vector(t, t->items_touched[n]);
     t->nitems_touched = t->nusers_touched = 0;
 }
 
@@ -242,9 +278,12 @@ static int tt_epoch(struct tt *t, const struct mf_opts *o, int32_t *order, int64
     }
     double loss = 0;
     int64_t total = 0, in_step = 0;
+    int32_t refresh_every = nu / TT_CONTENT_REFRESHES > 0 ? nu / TT_CONTENT_REFRESHES : 1;
     for (int32_t n = 0; n < nu; n++) {
         if ((n & 255) == 0 && mf__cancelled(o))
             return -ECANCELED;
+        if (n > 0 && n % refresh_every == 0 && t->F)
+            tt_content_refresh(t);
         int cnt = 0;
         loss += tt_user_step(t, order[n], rng, (double)per_step, &cnt);
         total += cnt;
@@ -273,17 +312,12 @@ int two_tower_train(const struct mf_csr *R, const float *features, int fdim,
     mf__rng_seed(&rng, o.seed);
     int32_t *order = malloc((size_t)R->nrows * sizeof *order);
     int rc = order ? tt_init(&t, &o, &rng) : -ENOMEM;
-    int64_t positives = 0;
-    for (int64_t e = 0; e < R->nnz; e++)
-        positives += R->values[e] > 0;
     int64_t per_step = o.batch;
-    if (positives / TT_MAX_STEPS_PER_EPOCH > per_step)
-        per_step = positives / TT_MAX_STEPS_PER_EPOCH;
+    t.per_step = (double)per_step;
     if (rc == 0) {
         for (int32_t i = 0; i < R->nrows; i++)
             order[i] = i;
-        for (int32_t i = 0; i < R->ncols; i++)
-            tt_item_vector(&t, i);
+        tt_content_refresh(&t);
     }
     for (int ep = 1; rc == 0 && ep <= o.epochs; ep++) {
         double loss = 0;
@@ -292,6 +326,7 @@ int two_tower_train(const struct mf_csr *R, const float *features, int fdim,
             o.on_epoch(o.arg, ep, loss);
     }
     if (rc == 0 || rc == -ECANCELED) {
+        tt_content_refresh(&t);
         memcpy(V, t.Vc, (size_t)R->ncols * o.dim * sizeof *V);
         float *h = t.h;
         for (int32_t r = 0; r < R->nrows; r++)

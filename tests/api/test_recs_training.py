@@ -299,7 +299,7 @@ def popularity_eval(pairs, item_order, k=10):
 
 MODEL_CONFIGS = [
     ("matrix_factorization", "mf", {"embedding_dim": 8, "epochs": 8, "regularization": 1}),
-    ("two_tower", "tt", {"embedding_dim": 32, "epochs": 30, "learning_rate": 0.01, "regularization": 0.01}),
+    ("two_tower", "tt", {"embedding_dim": 32, "epochs": 10, "learning_rate": 0.003}),
     ("gnn", "gnn", {"embedding_dim": 32, "epochs": 20, "learning_rate": 0.01, "regularization": 0.01}),
 ]
 

@@ -48,8 +48,8 @@ struct model_def {
 
 static const struct model_def model_defs[] = {
     {"matrix_factorization", "mf", 128, 10, 0.01, 0.1, 1.6e-8},
-    {"two_tower", "tt", 64, 30, 0.01, 0.01, 6e-8},
-    {"gnn", "gnn", 64, 30, 0.01, 0.01, 6e-8},
+    {"two_tower", "tt", 64, 10, 0.003, 0.01, 1.2e-7},
+    {"gnn", "gnn", 64, 10, 0.01, 0.01, 1.2e-7},
 };
 #define ALS_ALPHA 10.0
 #define ALS_CG_STEPS 3
