@@ -41,9 +41,9 @@ int body_string(struct hctx *h, const char *field, size_t maxlen, bool required,
     return 0;
 }
 
-int query_int(struct hctx *h, const char *name, int def, int min, int max, int *ret)
+int int_value(struct hctx *h, const char *name, const char *v, int def, int min, int max,
+              int *ret)
 {
-    const char *v = http_query_get(h->req, name);
     if (v == NULL || !v[0]) {
         *ret = def;
         return 0;
@@ -55,6 +55,11 @@ int query_int(struct hctx *h, const char *name, int def, int min, int max, int *
                     arena_printf(h->arena, "%s must be an integer in %d..%d", name, min, max));
     *ret = (int)x;
     return 0;
+}
+
+int query_int(struct hctx *h, const char *name, int def, int min, int max, int *ret)
+{
+    return int_value(h, name, http_query_get(h->req, name), def, min, max, ret);
 }
 
 void field_error_add(struct hctx *h, const char *field, const char *message,

@@ -13,6 +13,9 @@
  * TS_E_VALIDATION with the field named: missing, not a string, empty, too long. */
 int body_string(struct hctx *h, const char *field, size_t maxlen, bool required,
                 const char **ret);
+/* The integer text v (a parameter called name) in [min, max]; def when v is NULL or empty. */
+int int_value(struct hctx *h, const char *name, const char *v, int def, int min, int max,
+              int *ret);
 /* An integer query parameter in [min, max]; def when absent. */
 int query_int(struct hctx *h, const char *name, int def, int min, int max, int *ret);
 /* Fails the request: returns err after naming field and message. */

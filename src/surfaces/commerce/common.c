@@ -274,27 +274,10 @@ int cm_time_range(struct hctx *h, const struct cm_query *q, bool required, int64
 
 /* ---- paging ---- */
 
-static int int_param(struct hctx *h, const struct cm_query *q, const char *name, int def, int min,
-                     int max, int *ret)
-{
-    const char *v = cm_param(h, q, NULL, name);
-    if (v == NULL || !v[0]) {
-        *ret = def;
-        return 0;
-    }
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*end || x < min || x > max)
-        return fail(h, TS_E_VALIDATION, name,
-                    arena_printf(h->arena, "%s must be an integer in %d..%d", name, min, max));
-    *ret = (int)x;
-    return 0;
-}
-
 int cm_page(struct hctx *h, const struct cm_query *q, int *ret_page, int *ret_size)
 {
-    int r = int_param(h, q, "page", 0, 0, 1000000, ret_page);
-    return r < 0 ? r : int_param(h, q, "size", 20, 1, 100, ret_size);
+    int r = int_value(h, "page", cm_param(h, q, NULL, "page"), 0, 0, 1000000, ret_page);
+    return r < 0 ? r : int_value(h, "size", cm_param(h, q, NULL, "size"), 20, 1, 100, ret_size);
 }
 
 void cm_page_fields(struct jw *w, int64_t total, int page, int size)
