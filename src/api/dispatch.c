@@ -125,7 +125,7 @@ static void audit_call(struct hctx *h)
     const struct route *rt = h->req->route;
     struct request *req = h->req;
     if (rt == NULL || h->tenant_id == NULL || !strcmp(rt->method, "GET") ||
-        (rt->flags & RF_WEBSOCKET))
+        (rt->flags & (RF_WEBSOCKET | RF_NO_AUDIT)))
         return;
     const char *target = h->audit_target;
     if (target == NULL && req->nparams > 0)

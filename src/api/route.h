@@ -38,7 +38,10 @@ enum route_where { RUN_LOOP, RUN_POOL };
  * RF_NO_METRICS not counted in http_* metrics (the /metrics scrape itself).
  * RF_SPOOL_BODY the body streams to a temp file (req->body_fd / body_path, req->body_size)
  *               with the --max-upload-mb limit; the handler moves what it keeps.
- * RF_RATE_TENANT the rate limit is one bucket per tenant (recs "per tenant"), not per caller. */
+ * RF_RATE_TENANT the rate limit is one bucket per tenant (recs "per tenant"), not per caller.
+ * RF_NO_AUDIT   a data-plane write (one stream event, one interaction) that leaves no audit row:
+ *               the record itself is the trace, and a row per event would double the writes
+ *               and grow the audit log without bound. */
 enum {
     RF_PUBLIC = 1 << 0,
     RF_JSON_BODY = 1 << 1,
@@ -47,6 +50,7 @@ enum {
     RF_NO_METRICS = 1 << 4,
     RF_SPOOL_BODY = 1 << 5,
     RF_RATE_TENANT = 1 << 6,
+    RF_NO_AUDIT = 1 << 7,
 };
 
 struct route {

@@ -1199,7 +1199,7 @@ static const struct route routes[] = {
     {"GET", "/api/v1/ingest/batches/{batch_id}/status", batch_status, "commerce.read",
      "commerce", RUN_LOOP, 0, 0},
     {"POST", "/api/v1/ingest/stream", ingest_stream, "commerce.ingest", "stream", RUN_LOOP, 0,
-     RF_JSON_BODY},
+     RF_JSON_BODY | RF_NO_AUDIT},
     {"GET", "/api/v1/ingest/sources", sources_list, "commerce.read", "commerce", RUN_LOOP, 0, 0},
     {"POST", "/api/v1/ingest/sources", source_create, "commerce.sources", "commerce", RUN_LOOP, 0,
      RF_JSON_BODY},

@@ -943,7 +943,7 @@ static const struct route recs_data_routes[] = {
     {"POST", "/internal/data/items", items_internal, "recs.internal", "recs", RUN_LOOP, 0,
      RF_JSON_BODY | RF_BIG_BODY, NULL},
     {"POST", "/api/v1/interactions", interactions_public, "recs.write", "recs", RUN_LOOP, 0,
-     RF_JSON_BODY, NULL},
+     RF_JSON_BODY | RF_NO_AUDIT, NULL},
     {"POST", "/internal/data/interactions", interactions_internal, "recs.internal", "recs",
      RUN_LOOP, 0, RF_JSON_BODY | RF_BIG_BODY, NULL},
     {"GET", "/api/v1/usage", recs_usage_get, "recs.read", "recs", RUN_LOOP, 0, 0, NULL},
