@@ -400,7 +400,9 @@ def test_catalog_change_reaches_the_matrix(world):
     w.items("initech", [{"item_id": "audio-new", "title": "headphones wireless audio 0",
                          "description": "a bass product for audio lovers, model 0", "category": "audio",
                          "tags": ["headphones", "wireless", "m0"]}])
-    got = w.rec("initech", {"user_id": "u-new", "count": 3})["recommendations"]
+    # its content vector is computed in the pool after the write: it joins the matrix shortly
+    got = wait_for(lambda: (lambda g: g if g and g[0]["item_id"] == "audio-new" else None)(
+        w.rec("initech", {"user_id": "u-new", "count": 3})["recommendations"]))
     assert got[0]["item_id"] == "audio-new"  # the same features as the item the user bought
     same_ranking(got, expected_content(w, "initech", "u-new", count=3)[0])
     # a category change moves it out of a category filter
