@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "engines/hashembed.h"
+#include "store/db.h"
 
 #define ROWS_PER_INSERT 64
 #define COLS_MAX 12
@@ -95,22 +96,7 @@ static int run(sqlite3_stmt *q)
 /* INSERT INTO table VALUES (?1, ?4, ...), ... for nrows rows. */
 static sqlite3_stmt *rows_stmt(sqlite3 *db, int t, int nrows)
 {
-    sqlite3_str *q = sqlite3_str_new(db);
-    sqlite3_str_appendf(q, "INSERT INTO %s VALUES", tables[t].columns);
-    for (int r = 0, k = 4; r < nrows; r++) {
-        sqlite3_str_appendall(q, r ? ",(" : "(");
-        for (const char *c = tables[t].shape; *c; c++) {
-            int param = *c == 't' ? 1 : *c == 'n' ? 2 : *c == 'd' ? 3 : k++;
-            sqlite3_str_appendf(q, "%s?%d", c == tables[t].shape ? "" : ",", param);
-        }
-        sqlite3_str_appendall(q, ")");
-    }
-    char *text = sqlite3_str_finish(q);
-    sqlite3_stmt *st = NULL;
-    if (text)
-        sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    sqlite3_free(text);
-    return st;
+    return db_rows_insert(db, tables[t].columns, tables[t].shape, "tnd", nrows);
 }
 
 static void rows_bind(struct load *l, struct rows *rw, sqlite3_stmt *q, int first, int n)

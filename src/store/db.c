@@ -511,6 +511,28 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
     return NULL; /* cache full: a programmer error, there are not that many statements */
 }
 
+sqlite3_stmt *db_rows_insert(sqlite3 *db, const char *into, const char *shape, const char *fixed,
+                             int nrows)
+{
+    sqlite3_str *q = sqlite3_str_new(db);
+    sqlite3_str_appendf(q, "INSERT INTO %s VALUES", into);
+    for (int r = 0, k = 4; r < nrows; r++) {
+        sqlite3_str_appendall(q, r ? ",(" : "(");
+        for (const char *c = shape; *c; c++) {
+            const char *f = strchr(fixed, *c);
+            int param = f ? (int)(f - fixed) + 1 : k++;
+            sqlite3_str_appendf(q, "%s?%d", c == shape ? "" : ",", param);
+        }
+        sqlite3_str_appendall(q, ")");
+    }
+    char *text = sqlite3_str_finish(q);
+    sqlite3_stmt *st = NULL;
+    if (text)
+        sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    sqlite3_free(text);
+    return st;
+}
+
 int db_open_readonly(const char *path, sqlite3 **ret)
 {
     sqlite3 *h;

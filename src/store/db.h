@@ -48,6 +48,12 @@ void db_profile_hook(db_profile_fn fn, void *arg);
 /* Splits SQL into its statement kind ("select", "insert", ...) and first table named. */
 void db_sql_classify(const char *sql, char *kind, size_t kindlen, char *table, size_t tablelen);
 
+/* Prepares "INSERT INTO <into> VALUES (...), ..." for nrows rows (bulk loaders). shape has one
+ * letter per column: a letter at position k of fixed (at most 3) binds ?k+1 in every row — the
+ * same value, e.g. the tenant; any other letter takes the next fresh parameter from ?4 on, row
+ * after row. Returns a persistent statement, or NULL. */
+sqlite3_stmt *db_rows_insert(sqlite3 *db, const char *into, const char *shape, const char *fixed,
+                             int nrows);
 /* Read-only connection for a worker thread. */
 int db_open_readonly(const char *path, sqlite3 **ret);
 /* Applies migrations on an open connection (used by db_open and by `tessera admin`). */

@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/ids.h"
 #include "core/log.h"
+#include "store/db.h"
 
 /* One source per system a shop would feed from (GET /ingest/sources lists them). */
 enum { S_SHOP, S_ERP, S_CRM, S_WEB, S_N };
@@ -114,25 +115,7 @@ static void bind_text(sqlite3_stmt *q, int i, const char *v)
 /* INSERT INTO table VALUES (?1, ?4, ...), ... for nrows rows. */
 static sqlite3_stmt *rows_stmt(sqlite3 *db, int t, int nrows)
 {
-    sqlite3_str *q = sqlite3_str_new(db);
-    sqlite3_str_appendf(q, "INSERT INTO %s VALUES", tables[t].columns);
-    int nvals = 0;
-    for (const char *c = tables[t].shape; *c; c++)
-        nvals += *c == 'v';
-    for (int r = 0, k = 4; r < nrows; r++) {
-        sqlite3_str_appendall(q, r ? ",(" : "(");
-        for (const char *c = tables[t].shape; *c; c++) {
-            int param = *c == 't' ? 1 : *c == 's' ? 2 : *c == 'i' ? 3 : k++;
-            sqlite3_str_appendf(q, "%s?%d", c == tables[t].shape ? "" : ",", param);
-        }
-        sqlite3_str_appendall(q, ")");
-    }
-    char *text = sqlite3_str_finish(q);
-    sqlite3_stmt *st = NULL;
-    if (text)
-        sqlite3_prepare_v3(db, text, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    sqlite3_free(text);
-    return st;
+    return db_rows_insert(db, tables[t].columns, tables[t].shape, "tsi", nrows);
 }
 
 static int rows_open(struct seed *s)
