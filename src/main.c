@@ -39,17 +39,6 @@
 #define DEMO_PASSWORD "tessera-demo"
 #define DEMO_DOMAIN "demo.tessera.local"
 
-static const struct route_table *const all_tables[] = {
-    &ops_route_table,        &live_route_table,          &docs_route_table,
-    &learning_route_table,   &identity_shared_table,     &identity_learning_table,
-    &identity_desk_auth_table, &identity_desk_table,     &identity_lms_table,
-    &identity_recs_table,      &desk_notifications_table, &desk_files_table, &desk_dashboard_table,
-    &desk_sla_table, &desk_approvals_table, &desk_staging_table, &desk_tickets_table,
-    &commerce_ingest_table, &commerce_metrics_table, &commerce_customers_table,
-    &commerce_products_table, &commerce_dashboards_table, &commerce_alerts_table,
-    &commerce_quality_table, &recs_data_table, &recs_ml_table, &recs_serving_table,
-};
-
 static int usage_error(const char *msg)
 {
     fprintf(stderr, "tessera: %s\n", msg);
@@ -278,10 +267,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_on_finish(app->jobs, jobs_finished, app);
     jobs_on_commit(app->jobs, jobs_committed, app);
-    struct route_table tables[sizeof(all_tables) / sizeof(all_tables[0])];
-    for (size_t i = 0; i < sizeof(all_tables) / sizeof(all_tables[0]); i++)
-        tables[i] = *all_tables[i];
-    app->router = router_new(tables, sizeof(tables) / sizeof(tables[0]), err, errlen);
+    app->router = app_router_new(err, errlen);
     if (app->router == NULL)
         return -EINVAL;
     struct ws_limits wl = {(size_t)cfg->ws_max_message_kb * 1024,
@@ -642,9 +628,9 @@ static int cmd_routes(int argc, char **argv)
         return usage_error("routes takes no arguments (try --help)");
     struct buf b;
     buf_init(&b, 64 * 1024);
-    for (size_t t = 0; t < sizeof(all_tables) / sizeof(all_tables[0]); t++)
-        for (size_t i = 0; i < all_tables[t]->n; i++)
-            routes_print_one(&all_tables[t]->routes[i], all_tables[t]->surface, &b);
+    for (size_t t = 0; t < app_route_tables_count; t++)
+        for (size_t i = 0; i < app_route_tables[t]->n; i++)
+            routes_print_one(&app_route_tables[t]->routes[i], app_route_tables[t]->surface, &b);
     buf_release(&b);
     return fflush(stdout) == 0 ? 0 : 1;
 }

@@ -85,6 +85,12 @@ int recs_demo_seed(sqlite3 *db, const char *tenant_id, double scale);
  * (nothing when the demo was loaded by an earlier start). */
 void recs_demo_start(struct app *app);
 
+/* Every table above that the server loads (src/surfaces/tables.c), and the router built from
+ * them (NULL with a reason in err on a bad table). */
+extern const struct route_table *const app_route_tables[];
+extern const size_t app_route_tables_count;
+struct router *app_router_new(char *err, size_t errlen);
+
 /* The dispatcher: the server's on_request / on_error hooks. */
 void dispatch_request(struct request *req);
 void dispatch_error(struct request *req, int err);

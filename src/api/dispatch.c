@@ -153,7 +153,7 @@ static void finish(struct hctx *h, int r)
         if (r < TS_E_FIRST || r >= TS_E_LAST)
             r = TS_E_INTERNAL; /* an errno leaked up: never shown to the client as such */
         api_error(h, r, h->err_message, h->err_field);
-        if (r == TS_E_RATE_LIMITED && h->retry_after_s > 0) {
+        if ((r == TS_E_RATE_LIMITED || r == TS_E_UNAVAILABLE) && h->retry_after_s > 0) {
             char v[16];
             snprintf(v, sizeof(v), "%d", h->retry_after_s);
             http_header_add(req, "Retry-After", v);
@@ -193,6 +193,25 @@ static int step_route(struct hctx *h, struct route_match *m)
     if (r == TS_E_METHOD_NOT_ALLOWED && req->method != HTTP_OPTIONS)
         http_header_add(req, "Allow", m->allow);
     return r;
+}
+
+/* Load shedding. Past --max-inflight requests being handled (in the pool's queue, running,
+ * or waiting for the tick's commit) a request is answered 503 with Retry-After before any
+ * work is spent on it: the loop then does a bounded amount of real work per iteration, so
+ * latency stays bounded under any offered load and the probes (RF_NO_SHED) keep answering. */
+static int step_shed(struct hctx *h, const struct route *rt)
+{
+    struct app *app = h->app;
+    if ((rt->flags & RF_NO_SHED) || app->cfg->max_inflight <= 0)
+        return 0;
+    if (app->inflight >= app->cfg->max_inflight) {
+        h->retry_after_s = 1;
+        h->err_message = "server is overloaded; retry shortly";
+        return TS_E_UNAVAILABLE;
+    }
+    app->inflight++;
+    h->inflight = true;
+    return 0;
 }
 
 /* Public routes skip it; every other route needs a verified credential (JWT or API key).
@@ -388,6 +407,8 @@ void dispatch_request(struct request *req)
     }
     const struct route *rt = m.route;
     if (r == 0)
+        r = step_shed(h, rt);
+    if (r == 0)
         r = step_auth(h, rt);
     if (r == 0)
         r = step_tenant(h);
@@ -445,6 +466,10 @@ size_t dispatch_body_limit(struct request *req)
 void dispatch_sent(struct request *req)
 {
     struct hctx *h = req->ctx;
+    if (h && h->inflight) {
+        h->inflight = false;
+        h->app->inflight--;
+    }
     double ms = (double)(clock_mono_ns() - req->start_ns) / 1e6;
     const struct route *rt = req->route;
     if (!(rt && (rt->flags & RF_NO_METRICS)))

@@ -41,7 +41,9 @@ enum route_where { RUN_LOOP, RUN_POOL };
  * RF_RATE_TENANT the rate limit is one bucket per tenant (recs "per tenant"), not per caller.
  * RF_NO_AUDIT   a data-plane write (one stream event, one interaction) that leaves no audit row:
  *               the record itself is the trace, and a row per event would double the writes
- *               and grow the audit log without bound. */
+ *               and grow the audit log without bound.
+ * RF_NO_SHED    never shed under load nor counted against --max-inflight: the probes and the
+ *               scrape that must keep answering while the server sheds everything else. */
 enum {
     RF_PUBLIC = 1 << 0,
     RF_JSON_BODY = 1 << 1,
@@ -51,6 +53,7 @@ enum {
     RF_SPOOL_BODY = 1 << 5,
     RF_RATE_TENANT = 1 << 6,
     RF_NO_AUDIT = 1 << 7,
+    RF_NO_SHED = 1 << 8,
 };
 
 struct route {
@@ -95,6 +98,7 @@ struct hctx {
     struct field_error **ferrs_tail;
     int nferrs;
     int retry_after_s;
+    bool inflight;             /* counted in app->inflight until the response is out */
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
     struct app *app;
 };

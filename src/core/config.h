@@ -32,6 +32,7 @@ struct config {
     int workers, max_connections, max_body_kb, max_header_kb, idle_timeout_s, header_timeout_s;
     int query_guard_ms, ws_max_message_kb, ws_send_queue_kb, jwt_ttl_s, shutdown_deadline_s;
     int sla_check_ms;        /* desk SLA breach timer period */
+    int max_inflight;        /* requests handled at once before new ones get 503 */
     int recs_quota_starter, recs_quota_pro, recs_quota_enterprise; /* monthly api calls, 0 = unlimited */
     double demo_scale;       /* --demo commerce and recs sizes times this */
     struct config_list cors_origins, rate_limits;

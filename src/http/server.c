@@ -35,6 +35,30 @@ struct hdr_rec {
     uint32_t name_off, value_off;
 };
 
+/*
+ * Our own pass over each request head before llhttp sees it. llhttp 8.1.0 (Debian's) predates
+ * the fixes for CVE-2023-30589 and CVE-2024-27982 and lets through framing that another parser
+ * in front of us could read differently: a CR not followed by LF, an LF without its CR, a line
+ * folded onto the previous one (obs-fold, a space before a header name), a request line that
+ * is not exactly METHOD SP target SP version. RFC 9112 lets a server answer all of them 400
+ * (sections 2.2, 3, 5.2); real clients send none. The head ends at its empty line; the body and
+ * the chunk framing are llhttp's (it is strict there).
+ */
+enum head_scan_state {
+    HS_START,       /* before the request line; empty lines are skipped (RFC 9112 2.2) */
+    HS_REQLINE,
+    HS_LINE_START,  /* first byte of a header line, or of the empty line that ends the head */
+    HS_FIELD,
+    HS_DONE
+};
+
+struct head_scan {
+    uint8_t state;
+    uint8_t spaces;  /* SPs in the request line */
+    bool cr;         /* the last byte was CR: LF must follow */
+    bool prev_sp;
+};
+
 struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
@@ -45,6 +69,7 @@ struct conn {
     int handles_open;
     int pending_err;                /* ts_err set inside a callback */
     bool in_header_value;
+    struct head_scan scan;          /* of the request being read, until its head is in */
     bool reading;
     struct request *req;            /* the request being parsed or handled */
     bool req_dispatched;            /* req belongs to the dispatcher until it is sent */
@@ -129,6 +154,7 @@ const char *http_status_text(int status)
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
+    case 507: return "Insufficient Storage";
     default: return "Unknown";
     }
 }
@@ -586,11 +612,63 @@ static int body_spool_write(struct request *req, const char *at, size_t n)
     return 0;
 }
 
+/* v is want (n bytes, any case) with optional whitespace around it. */
+static bool header_value_is(const char *v, const char *want, size_t n)
+{
+    v += strspn(v, " \t");
+    if (strncasecmp(v, want, n) != 0)
+        return false;
+    return v[n + strspn(v + n, " \t")] == '\0';
+}
+
+/* An absolute-form target (RFC 9112 3.2.2) is served as its origin-form when its authority is
+ * the Host header's; another authority would give "which host" two answers, and a proxy in
+ * front of us may have acted on the other one. */
+static int request_absolute_form(struct request *req, const char *host)
+{
+    char *p = req->path;
+    size_t skip = strncasecmp(p, "http://", 7) == 0 ? 7 : strncasecmp(p, "https://", 8) == 0 ? 8 : 0;
+    if (skip == 0)
+        return 0;
+    char *auth = p + skip;
+    size_t n = strcspn(auth, "/");
+    if (n == 0 || host == NULL || memchr(auth, '@', n) || !header_value_is(host, auth, n))
+        return -1;
+    req->path = auth[n] ? auth + n : arena_strndup(req->arena, "/", 1);
+    return 0;
+}
+
+/* Framing that llhttp 8.1.0 accepts and RFC 9112 does not: a Transfer-Encoding other than
+ * exactly one "chunked" (we decode no other coding, and in a list only the last one frames the
+ * body: 6.3 says 400), one in an HTTP/1.0 request (6.1: faulty framing), a second Host (3.2). */
+static int request_framing_check(const llhttp_t *p, struct request *req)
+{
+    int hosts = 0, codings = 0;
+    const char *host = NULL;
+    for (int i = 0; i < req->nheaders; i++) {
+        const char *name = req->headers[i].name, *value = req->headers[i].value;
+        if (strcasecmp(name, "Host") == 0) {
+            hosts++;
+            host = value;
+        } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            if (++codings > 1 || !header_value_is(value, "chunked", 7))
+                return -1;
+        }
+    }
+    if (hosts > 1 || (codings > 0 && p->http_major * 10 + p->http_minor < 11))
+        return -1;
+    return request_absolute_form(req, host);
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
     struct request *req = c->req;
     request_take_headers(c, req);
+    if (request_framing_check(p, req) < 0) {
+        c->pending_err = TS_E_BAD_REQUEST;
+        return -1;
+    }
     size_t limit = c->srv->hooks.body_limit ? c->srv->hooks.body_limit(req) : 0;
     c->body_limit = limit ? limit : c->srv->lim.max_body;
     req->body.max = c->body_limit;
@@ -667,10 +745,77 @@ static void conn_keep(struct conn *c, const char *data, size_t n)
         conn_close(c); /* a client pipelining past PENDING_MAX is not worth an answer */
 }
 
+/* The end of a line in the head: what it closed decides the next state. */
+static int head_scan_eol(struct head_scan *h)
+{
+    switch (h->state) {
+    case HS_START:
+        return 0; /* an empty line before the request line */
+    case HS_REQLINE:
+        if (h->spaces != 2 || h->prev_sp)
+            return -1;
+        h->state = HS_LINE_START;
+        return 0;
+    case HS_LINE_START:
+        h->state = HS_DONE;
+        return 0;
+    default:
+        h->state = HS_LINE_START;
+        return 0;
+    }
+}
+
+static int head_scan_byte(struct head_scan *h, unsigned char b)
+{
+    if (h->cr) {
+        h->cr = false;
+        return b == '\n' ? head_scan_eol(h) : -1; /* a bare CR */
+    }
+    if (b == '\r') {
+        h->cr = true;
+        return 0;
+    }
+    if (b == '\n' || b == '\0')
+        return -1; /* a bare LF; a NUL */
+    switch (h->state) {
+    case HS_START:
+        if (b == ' ' || b == '\t')
+            return -1;
+        h->state = HS_REQLINE;
+        /* fall through */
+    case HS_REQLINE:
+        if (b == '\t' || (b == ' ' && (h->prev_sp || ++h->spaces > 2)))
+            return -1; /* odd separators: "GET  /", "GET\t/", a space in the target */
+        h->prev_sp = b == ' ';
+        return 0;
+    case HS_LINE_START:
+        if (b == ' ' || b == '\t' || b == ':')
+            return -1; /* obs-fold or a space before a name; an empty name */
+        h->state = HS_FIELD;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* 0 when the head bytes in data are well framed so far; the bytes after its end are not looked at. */
+static int head_scan(struct head_scan *h, const char *data, size_t n)
+{
+    for (size_t i = 0; i < n && h->state != HS_DONE; i++)
+        if (head_scan_byte(h, (unsigned char)data[i]) < 0)
+            return -1;
+    return 0;
+}
+
 static void conn_parse(struct conn *c, const char *data, size_t n)
 {
     if (c->state == CONN_BUSY) {
         conn_keep(c, data, n);
+        return;
+    }
+    if (head_scan(&c->scan, data, n) < 0) {
+        log_msg(LOG_DEBUG, "http parse error: ambiguous framing in the request head");
+        conn_fail(c, TS_E_BAD_REQUEST);
         return;
     }
     llhttp_errno_t e = llhttp_execute(&c->parser, data, n);
@@ -775,6 +920,7 @@ static void conn_init_parser(struct conn *c)
     llhttp_init(&c->parser, HTTP_REQUEST, &c->srv->settings);
     c->parser.data = c;
     llhttp_set_lenient_keep_alive(&c->parser, 0);
+    memset(&c->scan, 0, sizeof(c->scan));
 }
 
 static void on_connection(uv_stream_t *ls, int status)

@@ -772,3 +772,41 @@ def test_trained_gnn_mixing_rule_and_older_versions(world):
     assert w.rec(name, {"user_id": user_id, "count": 3, "model_version": "content-pop-0"})["model_version"] == "content-pop-0"
     assert err(w.api.post("/internal/ml/recommendations", headers=w.keys[name + ":internal"],
                           json={"user_id": user_id, "model_version": "tt-1"})) == (404, "NOT_FOUND", "model_version")
+
+
+def test_index_served_catalog(tmp_path):
+    """A catalog at --recs-ann-min-items is served through the IVF index: every answer still
+    honours seen items, exclude_ids and categories, its scores are the exact dot products
+    (numpy), and the first search, which is also run exactly, sets ml_ann_recall_sampled to
+    the share of numpy's exact top 10 the answer holds."""
+    data = str(tmp_path)
+    t = {"acme": tenant(data, "Acme", "acme.example", "--plan", "enterprise")}
+    user(data, "acme.example", "dev@acme.example", "developer")
+    s = Server("--rate-limit", "recs=1000000/60", "--recs-ann-min-items", "40", data=data)
+    try:
+        w = World(data, s, t)
+        w.tok["acme"] = bearer(login(w.api, "dev@acme.example")["access_token"])
+        w.keys["acme:internal"] = w.key("acme", ["internal"])
+        w.items("acme", catalog())
+        w.events("acme", [{"user_id": "u-ann", "item_id": "audio-1", "interaction_type": "purchase"},
+                          {"user_id": "u-ann", "item_id": "audio-4", "interaction_type": "click"}])
+        got = w.rec("acme", {"user_id": "u-ann", "count": 10,
+                             "filters": {"exclude_ids": ["audio-2"]}})["recommendations"]
+        want, u, vecs = expected_content(w, "acme", "u-ann", count=10, exclude={"audio-2"})
+        ids = [r["item_id"] for r in got]
+        assert "content-pop-0 index: " in s.stderr()  # 40 items: the model has an index
+        assert len(ids) == 10 and not {"audio-1", "audio-4", "audio-2"} & set(ids)
+        for r in got:  # exact scores, best first
+            assert abs(r["score"] - float(vecs[r["item_id"]] @ u)) < 1e-4
+        assert [r["score"] for r in got] == sorted((r["score"] for r in got), reverse=True)
+        hits = len(set(ids) & {i for _, i in want})
+        text = w.api.get("/metrics").text
+        assert metric_value(text, "ml_ann_recall_sampled", tenant_id=w.tid("acme"),
+                            model_version="content-pop-0") == pytest.approx(hits / len(want))
+        # a category filter leaving fewer items than asked for: every one of them, in order
+        got = w.rec("acme", {"user_id": "u-ann", "count": 10,
+                             "filters": {"categories": ["audio"]}})["recommendations"]
+        same_ranking(got, expected_content(w, "acme", "u-ann", count=10, categories={"audio"})[0])
+    finally:
+        w.api.close()
+        s.stop()

@@ -52,9 +52,10 @@ static int metrics(struct hctx *h)
 }
 
 static const struct route ops_routes[] = {
-    {"GET", "/health", health, "public", "none", RUN_LOOP, 0, RF_PUBLIC},
-    {"GET", "/ready", ready, "public", "none", RUN_LOOP, 0, RF_PUBLIC},
-    {"GET", "/metrics", metrics, "public", "none", RUN_LOOP, 0, RF_PUBLIC | RF_NO_METRICS},
+    {"GET", "/health", health, "public", "none", RUN_LOOP, 0, RF_PUBLIC | RF_NO_SHED},
+    {"GET", "/ready", ready, "public", "none", RUN_LOOP, 0, RF_PUBLIC | RF_NO_SHED},
+    {"GET", "/metrics", metrics, "public", "none", RUN_LOOP, 0,
+     RF_PUBLIC | RF_NO_METRICS | RF_NO_SHED},
 };
 
 const struct route_table ops_route_table = {SURF_RECS, ops_routes,

@@ -159,6 +159,7 @@ static void model_free(struct rs_model *m)
     free(m->VtV);
     free(m->blob);
     free(m->pop);
+    ivf_free(&m->ivf);
     pthread_mutex_destroy(&m->pop_mu);
     pthread_mutex_destroy(&m->scan_mu);
     pthread_cond_destroy(&m->scan_cv);
@@ -283,6 +284,30 @@ static int read_users(sqlite3_stmt *st, struct rs_model *m, struct loading *L, i
 }
 
 /* Pointers into the final pool, the category dictionary, norms and the maps. */
+/* Catalogs from this many items get an IVF index (rs_init; 0 = never). */
+static int ann_min_items;
+
+/* The IVF index of a large catalog: about 2 sqrt(n) lists, a sixteenth of them probed (about
+ * 6% of the rows scored); seeded by the version, so a version always gets the same index.
+ * Without memory for it the model is served by the exact scan. */
+#define RS_IVF_ITERS 6
+#define RS_IVF_PROBE_DIV 16
+static void index_build(struct rs_model *m)
+{
+    if (ann_min_items <= 0 || m->n < ann_min_items || m->V == NULL)
+        return;
+    double t0 = mono_msf();
+    if (ivf_build(&m->ivf, m->V, m->n, m->dim, ivf_nlist_for(m->n), RS_IVF_ITERS,
+                  fnv1a(m->version)) < 0) {
+        log_msg(LOG_WARN, "recs: no memory for the index of %s; serving it by exact scan",
+                m->version);
+        return;
+    }
+    m->nprobe = m->ivf.nlist / RS_IVF_PROBE_DIV > 0 ? m->ivf.nlist / RS_IVF_PROBE_DIV : 1;
+    log_msg(LOG_INFO, "recs: %s index: %d lists, %d probed, built in %.0f ms", m->version,
+            m->ivf.nlist, m->nprobe, mono_msf() - t0);
+}
+
 static int model_finish(struct rs_model *m, struct loading *L)
 {
     int32_t n = m->n;
@@ -332,9 +357,10 @@ static int model_finish(struct rs_model *m, struct loading *L)
         if (idmap_build(&m->users, m->user_ids, m->nusers) < 0)
             return -ENOMEM;
     }
+    index_build(m);
     m->bytes = sizeof *m + ((size_t)n + (size_t)m->nusers) * (size_t)m->dim * sizeof(float) +
                (size_t)n * (sizeof(char *) * 2 + sizeof(int32_t) * 3 + sizeof(int64_t) * 2) +
-               (size_t)m->nusers * sizeof(int32_t) * 3 + strbytes;
+               (size_t)m->nusers * sizeof(int32_t) * 3 + strbytes + ivf_bytes(&m->ivf);
     return 0;
 }
 
@@ -1695,10 +1721,59 @@ static void scan_pass(struct rs_model *m)
 /* Exact top-k of u over V. Requests that arrive while passes are running wait and go together
  * in the next pass, so under load the matrix is read once per batch rather than once per
  * request (the scan is bound by memory bandwidth: ~51 MB for 100k x 128). */
+/* The answer from a search's rows: min_score applied, cosine distances. */
+static void rank_finish(const struct rs_model *m, const struct rs_query *q, const float *u,
+                        const struct rs_scan *me, struct rs_answer *a)
+{
+    a->scan_ms = me->ms;
+    float un = vec_norm(u, m->dim);
+    a->n = 0;
+    for (int i = 0; i < me->n; i++) {
+        if (q->has_min_score && me->scores[i] < q->min_score)
+            break; /* best first: the rest are lower */
+        float den = un * m->vnorm[me->rows[i]];
+        a->rows[a->n] = me->rows[i];
+        a->scores[a->n] = me->scores[i];
+        a->distance[a->n++] = den > 0 ? 1.0f - me->scores[i] / den : 1.0f;
+    }
+}
+
+/* One in this many index searches also runs the exact scan: the model's measured recall. */
+#define RS_ANN_CHECK_EVERY 1024
+
+/* Top k of u through m's index; every RS_ANN_CHECK_EVERY-th search is compared with the exact
+ * scan (same skips), counting how many of the exact top k the index found. */
+static void index_search(struct rs_model *m, const float *u, int k, struct skipctx *s,
+                         struct rs_scan *me, struct rs_answer *a)
+{
+    double t0 = mono_msf();
+    me->n = ivf_topk(&m->ivf, u, k, m->nprobe, skip_row, s, me->rows, me->scores, NULL);
+    me->ms = mono_msf() - t0;
+    a->ann = true;
+    if (atomic_fetch_add(&m->ann_queries, 1) % RS_ANN_CHECK_EVERY != 0)
+        return;
+    int32_t rows[RS_MAX_COUNT];
+    int ne = vec_topk(m->V, m->n, m->dim, u, k, skip_row, s, rows, NULL), hits = 0;
+    for (int i = 0; i < ne; i++)
+        for (int j = 0; j < me->n; j++)
+            if (rows[i] == me->rows[j]) {
+                hits++;
+                break;
+            }
+    atomic_fetch_add(&m->ann_hits, (uint_fast64_t)hits);
+    atomic_fetch_add(&m->ann_total, (uint_fast64_t)ne);
+    a->ann_checked = true;
+}
+
 static void rank_vector(struct rs_model *m, const struct rs_query *q, const float *u,
                         struct skipctx *s, struct rs_answer *a)
 {
     struct rs_scan me = {.u = u, .k = q->count, .skip = s};
+    if (m->ivf.n > 0) {
+        index_search(m, u, q->count, s, &me, a);
+        rank_finish(m, q, u, &me, a);
+        return;
+    }
     pthread_mutex_lock(&m->scan_mu);
     *m->scan_tail = &me;
     m->scan_tail = &me.next;
@@ -1709,17 +1784,7 @@ static void rank_vector(struct rs_model *m, const struct rs_query *q, const floa
             pthread_cond_wait(&m->scan_cv, &m->scan_mu);
     }
     pthread_mutex_unlock(&m->scan_mu);
-    a->scan_ms = me.ms;
-    float un = vec_norm(u, m->dim);
-    a->n = 0;
-    for (int i = 0; i < me.n; i++) {
-        if (q->has_min_score && me.scores[i] < q->min_score)
-            break; /* best first: the rest are lower */
-        float den = un * m->vnorm[me.rows[i]];
-        a->rows[a->n] = me.rows[i];
-        a->scores[a->n] = me.scores[i];
-        a->distance[a->n++] = den > 0 ? 1.0f - me.scores[i] / den : 1.0f;
-    }
+    rank_finish(m, q, u, &me, a);
 }
 
 int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, struct rs_answer *ret)
@@ -1766,8 +1831,9 @@ int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, stru
 
 /* ---------- lifecycle ---------- */
 
-void rs_init(void)
+void rs_init(int ann_min)
 {
+    ann_min_items = ann_min;
     vec_kernel_get(); /* choose the kernel once, before workers race to */
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     scan_passes_max = c < 1 ? 1 : c > 8 ? 8 : (int)c;

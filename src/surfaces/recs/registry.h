@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "core/arena.h"
+#include "engines/ivf.h"
 
 #define RS_TENANT_MAX 64          /* bytes of a tenant id, NUL included */
 #define RS_VERSION_MAX 64         /* bytes of a model_version, NUL included */
@@ -71,6 +72,11 @@ struct rs_model {
     int64_t pop_start_ms;         /* window start (timestamps >= it count) */
     int64_t pop_mono_ms;          /* when computed in full */
     uint64_t pop_gen;             /* tenant's change generation folded in */
+    /* the IVF index over V (ivf.n == 0: none, every query scans V exactly), and the sampled
+     * check of its answers against the exact scan: hits of the exact top k / their count */
+    struct ivf ivf;
+    int nprobe;
+    atomic_uint_fast64_t ann_queries, ann_hits, ann_total;
     /* scans waiting for a pass over V: concurrent requests share one (see rank_vector) */
     pthread_mutex_t scan_mu;
     pthread_cond_t scan_cv;
@@ -83,7 +89,7 @@ void rs_model_unref(struct rs_model *m);
 int32_t rs_item_row(const struct rs_model *m, const char *item_id);
 
 /* ---- lifecycle ---- */
-void rs_init(void);
+void rs_init(int ann_min_items);  /* catalogs from this size get an IVF index; 0 never */
 void rs_shutdown(void);               /* drops every model and user state */
 
 /* The model to serve tenant_id with: version NULL = the tenant's current one as stored (the
@@ -146,10 +152,14 @@ struct rs_answer {
     float distance[RS_MAX_COUNT]; /* 1 - cosine; NaN when ranked by popularity */
     bool cache_hit;
     bool personalized;            /* false: popularity (no usable user vector) */
-    double scan_ms;               /* the top-k scan's own time (0 on a cache hit) */
+    double scan_ms;               /* the top-k search's own time (0 on a cache hit) */
+    bool ann;                     /* answered through the IVF index */
+    bool ann_checked;             /* ... and checked against the exact scan (the model's
+                                   * ann_hits / ann_total moved) */
 };
 
-/* Worker: exact top-k for q over m (a reference the caller holds). 0 or TS_E_INTERNAL. */
+/* Worker: top-k for q over m (a reference the caller holds): through m's IVF index when it has
+ * one, else an exact scan. 0 or TS_E_INTERNAL. */
 int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, struct rs_answer *ret);
 
 /* Per-tenant counts of the per-user answer cache, for the hit-rate gauge. */

@@ -65,7 +65,7 @@ static struct {
     bool users_running;
     /* the section 7 ML families */
     struct metric_family *quality, *train_seconds, *train_loss, *hit_rate, *ann_seconds,
-        *per_request;
+        *ann_recall, *per_request;
 } S;
 
 /* ---------- metrics ---------- */
@@ -97,9 +97,15 @@ static void metrics_register(struct metrics *m)
                                1, t);
     S.ann_seconds = metrics_histogram(
         m, "ml_ann_search_duration_seconds",
-        "Exact top-k scan over the item matrix; index_size is its row count rounded up to 1, 2 or "
-        "5 x 10^k",
+        "Top-k search over the item matrix (through the IVF index when the model has one, else an "
+        "exact scan); index_size is its row count rounded up to 1, 2 or 5 x 10^k",
         2, a, ann_buckets, (int)(sizeof ann_buckets / sizeof ann_buckets[0]));
+    static const char *const r[] = {"tenant_id", "model_version"};
+    S.ann_recall = metrics_gauge(m, "ml_ann_recall_sampled",
+                                 "Share of the exact top k that the IVF index returned, over the "
+                                 "sampled searches (one in 1024 also runs the exact scan) since the "
+                                 "model was loaded",
+                                 2, r);
     S.per_request = metrics_histogram(m, "ml_recommendations_per_request",
                                       "Recommendations returned per request", 1, t, count_buckets,
                                       (int)(sizeof count_buckets / sizeof count_buckets[0]));
@@ -132,6 +138,12 @@ static void metrics_after_request(const char *tenant, const struct rs_model *m,
         index_size_label(m->n, size);
         const char *av[] = {tenant, size};
         metric_observe(S.ann_seconds, av, a->scan_ms / 1000.0);
+    }
+    uint_fast64_t total = atomic_load(&((struct rs_model *)m)->ann_total);
+    if (a->ann_checked && total > 0) {
+        const char *rv[] = {tenant, m->version};
+        metric_set(S.ann_recall, rv, (double)atomic_load(&((struct rs_model *)m)->ann_hits) /
+                                         (double)total);
     }
 }
 
@@ -378,7 +390,7 @@ int recs_serving_start(struct app *app)
 {
     S.app = app;
     S.user_tail = &S.user_head;
-    rs_init();
+    rs_init(app->cfg->recs_ann_min_items);
     metrics_register(app->metrics);
     uv_timer_init(app->loop, &S.ready_timer);
     uv_timer_init(app->loop, &S.user_timer);

@@ -1,0 +1,255 @@
+/* Inverted-file index for approximate inner-product top-k (see ivf.h). */
+#include "engines/ivf.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "engines/vec.h"
+
+#define IVF_SAMPLE_PER_LIST 32   /* k-means rows per centroid (FAISS warns below 39; the
+                                    * planted-cluster recall check holds at 32, a third cheaper) */
+
+int ivf_nlist_for(int n)
+{
+    if (n < 1)
+        return 1;
+    int l = (int)lround(2.0 * sqrt((double)n));
+    return l < 1 ? 1 : l > n ? n : l;
+}
+
+/* Nearest centroid of x by squared L2 (|x|^2 is common to all, so argmax of x·c - |c|^2/2). */
+static int nearest(const float *C, const float *half_norm2, int nlist, int d, const float *x)
+{
+    int best = 0;
+    float bs = -INFINITY;
+    for (int l = 0; l < nlist; l++) {
+        float s = vec_dot(C + (size_t)l * (size_t)d, x, d) - half_norm2[l];
+        if (s > bs) {
+            bs = s;
+            best = l;
+        }
+    }
+    return best;
+}
+
+static void half_norms(const float *C, int nlist, int d, float *out)
+{
+    for (int l = 0; l < nlist; l++) {
+        const float *c = C + (size_t)l * (size_t)d;
+        out[l] = 0.5f * vec_dot(c, c, d);
+    }
+}
+
+/* A seeded sample of m distinct rows of n (partial Fisher-Yates over the row numbers). */
+static int32_t *sample_rows(int n, int m, struct rng *r)
+{
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)n);
+    if (all == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        all[i] = i;
+    for (int i = 0; i < m; i++) {
+        int j = i + (int)(rng_next(r) % (uint64_t)(n - i));
+        int32_t t = all[i];
+        all[i] = all[j];
+        all[j] = t;
+    }
+    return all; /* the first m are the sample */
+}
+
+/* Lloyd's k-means over the sample rows of M into C (nlist x d), seeded from sample rows. */
+static int kmeans(const float *M, int d, const int32_t *sample, int m, int nlist, int iters,
+                  struct rng *r, float *C)
+{
+    float *sum = calloc((size_t)nlist * (size_t)d, sizeof(float));
+    int *count = calloc((size_t)nlist, sizeof(int));
+    float *hn = malloc(sizeof(float) * (size_t)nlist);
+    if (!sum || !count || !hn) {
+        free(sum), free(count), free(hn);
+        return -ENOMEM;
+    }
+    for (int l = 0; l < nlist; l++) /* the sample is already shuffled: its first rows */
+        memcpy(C + (size_t)l * (size_t)d, M + (size_t)sample[l] * (size_t)d,
+               sizeof(float) * (size_t)d);
+    for (int it = 0; it < iters; it++) {
+        half_norms(C, nlist, d, hn);
+        memset(sum, 0, sizeof(float) * (size_t)nlist * (size_t)d);
+        memset(count, 0, sizeof(int) * (size_t)nlist);
+        for (int i = 0; i < m; i++) {
+            const float *x = M + (size_t)sample[i] * (size_t)d;
+            int l = nearest(C, hn, nlist, d, x);
+            float *s = sum + (size_t)l * (size_t)d;
+            for (int j = 0; j < d; j++)
+                s[j] += x[j];
+            count[l]++;
+        }
+        for (int l = 0; l < nlist; l++) {
+            float *c = C + (size_t)l * (size_t)d;
+            if (count[l] == 0) { /* an empty list takes a random sample row and tries again */
+                memcpy(c, M + (size_t)sample[rng_next(r) % (uint64_t)m] * (size_t)d,
+                       sizeof(float) * (size_t)d);
+                continue;
+            }
+            const float *s = sum + (size_t)l * (size_t)d;
+            for (int j = 0; j < d; j++)
+                c[j] = s[j] / (float)count[l];
+        }
+    }
+    free(sum), free(count), free(hn);
+    return 0;
+}
+
+/* Every row to its nearest centroid; lists laid out contiguously in P. */
+static int assign(struct ivf *ix, const float *M)
+{
+    int n = ix->n, d = ix->d, nlist = ix->nlist;
+    int32_t *list = malloc(sizeof(int32_t) * (size_t)n);
+    float *hn = malloc(sizeof(float) * (size_t)nlist);
+    if (!list || !hn) {
+        free(list), free(hn);
+        return -ENOMEM;
+    }
+    half_norms(ix->C, nlist, d, hn);
+    memset(ix->off, 0, sizeof(int32_t) * ((size_t)nlist + 1));
+    for (int i = 0; i < n; i++) {
+        list[i] = nearest(ix->C, hn, nlist, d, M + (size_t)i * (size_t)d);
+        ix->off[list[i] + 1]++;
+    }
+    for (int l = 0; l < nlist; l++)
+        ix->off[l + 1] += ix->off[l];
+    int32_t *fill = malloc(sizeof(int32_t) * (size_t)nlist);
+    if (fill == NULL) {
+        free(list), free(hn);
+        return -ENOMEM;
+    }
+    memcpy(fill, ix->off, sizeof(int32_t) * (size_t)nlist);
+    for (int i = 0; i < n; i++) { /* rows keep their order within a list: ties stay stable */
+        int32_t p = fill[list[i]]++;
+        ix->rows[p] = i;
+        memcpy(ix->P + (size_t)p * (size_t)d, M + (size_t)i * (size_t)d, sizeof(float) * (size_t)d);
+    }
+    free(fill), free(list), free(hn);
+    return 0;
+}
+
+int ivf_build(struct ivf *ix, const float *M, int n, int d, int nlist, int iters, uint64_t seed)
+{
+    memset(ix, 0, sizeof *ix);
+    if (n < 1 || d < 1 || nlist < 1)
+        return -EINVAL;
+    if (nlist > n)
+        nlist = n;
+    ix->n = n, ix->d = d, ix->nlist = nlist;
+    ix->C = vec_alloc((size_t)nlist, (size_t)d);
+    ix->P = vec_alloc((size_t)n, (size_t)d);
+    ix->off = malloc(sizeof(int32_t) * ((size_t)nlist + 1));
+    ix->rows = malloc(sizeof(int32_t) * (size_t)n);
+    struct rng r;
+    rng_seed(&r, seed, 0x1f);
+    long m = (long)nlist * IVF_SAMPLE_PER_LIST;
+    if (m > n)
+        m = n;
+    int32_t *sample = ix->C && ix->P && ix->off && ix->rows ? sample_rows(n, (int)m, &r) : NULL;
+    int rc = sample ? kmeans(M, d, sample, (int)m, nlist, iters, &r, ix->C) : -ENOMEM;
+    free(sample);
+    if (rc == 0)
+        rc = assign(ix, M);
+    if (rc < 0)
+        ivf_free(ix);
+    return rc;
+}
+
+void ivf_free(struct ivf *ix)
+{
+    vec_free(ix->C);
+    vec_free(ix->P);
+    free(ix->off);
+    free(ix->rows);
+    memset(ix, 0, sizeof *ix);
+}
+
+size_t ivf_bytes(const struct ivf *ix)
+{
+    return ((size_t)ix->nlist + (size_t)ix->n) * (size_t)ix->d * sizeof(float) +
+           ((size_t)ix->nlist + 1 + (size_t)ix->n) * sizeof(int32_t);
+}
+
+/* One probed list: its positions map back to matrix rows for the caller's skip. */
+struct list_skip {
+    const int32_t *rows;
+    bool (*skip)(void *arg, int row);
+    void *arg;
+};
+
+static bool list_skip_fn(void *arg, int pos)
+{
+    const struct list_skip *s = arg;
+    return s->skip(s->arg, s->rows[pos]);
+}
+
+/* Merges list answer (rows already mapped, best first) into the running top k (best first,
+ * ties by row): both are short, a merge of two sorted runs. */
+static int merge(int *rows, float *sc, int n, const int *lr, const float *ls, int ln, int k)
+{
+    int tr[VEC_MAX_K];
+    float ts[VEC_MAX_K];
+    int i = 0, j = 0, o = 0;
+    while (o < k && (i < n || j < ln)) {
+        bool take_list = i >= n || (j < ln && (ls[j] > sc[i] || (ls[j] == sc[i] && lr[j] < rows[i])));
+        if (take_list)
+            tr[o] = lr[j], ts[o++] = ls[j++];
+        else
+            tr[o] = rows[i], ts[o++] = sc[i++];
+    }
+    memcpy(rows, tr, sizeof(int) * (size_t)o);
+    memcpy(sc, ts, sizeof(float) * (size_t)o);
+    return o;
+}
+
+int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
+             bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores,
+             int *scanned)
+{
+    if (scanned)
+        *scanned = 0;
+    if (k <= 0 || ix->n <= 0)
+        return 0;
+    if (k > VEC_MAX_K)
+        k = VEC_MAX_K;
+    if (nprobe < 1)
+        nprobe = 1;
+    /* every list in centroid order: probing goes on past nprobe while skips starve it */
+    int *order = malloc(sizeof(int) * (size_t)ix->nlist);
+    int *lr = malloc(sizeof(int) * (size_t)k);
+    float *ls = malloc(sizeof(float) * (size_t)k), *sc = malloc(sizeof(float) * (size_t)k);
+    if (!order || !lr || !ls || !sc) {
+        free(order), free(lr), free(ls), free(sc);
+        return 0;
+    }
+    /* the best nprobe lists first; the full order only when skips starve them */
+    int nl = vec_topk(ix->C, ix->nlist, ix->d, q, nprobe, NULL, NULL, order, NULL);
+    int n = 0, seen = 0;
+    for (int p = 0; p < nl || (n < k && nl < ix->nlist); p++) {
+        if (p == nl)
+            nl = vec_topk(ix->C, ix->nlist, ix->d, q, ix->nlist, NULL, NULL, order, NULL);
+        int l = order[p], start = ix->off[l], len = ix->off[l + 1] - start;
+        if (len == 0)
+            continue;
+        struct list_skip ctx = {ix->rows + start, skip, arg};
+        int got = vec_topk(ix->P + (size_t)start * (size_t)ix->d, len, ix->d, q, k,
+                           skip ? list_skip_fn : NULL, &ctx, lr, ls);
+        for (int i = 0; i < got; i++)
+            lr[i] = ix->rows[start + lr[i]];
+        seen += len;
+        n = merge(out_rows, sc, n, lr, ls, got, k);
+    }
+    if (out_scores)
+        memcpy(out_scores, sc, sizeof(float) * (size_t)n);
+    if (scanned)
+        *scanned = seen;
+    free(order), free(lr), free(ls), free(sc);
+    return n;
+}
