@@ -60,6 +60,9 @@ const struct config_opt config_opts[] = {
         "recs API calls a month on the pro plan (0: unlimited)"),
     OPT("recs-quota-enterprise", CFG_INT, recs_quota_enterprise, 0, 2000000000, "0", NULL,
         CMD_SERVE, "recs API calls a month on the enterprise plan (0: unlimited)"),
+    OPT("recs-ann-min-items", CFG_INT, recs_ann_min_items, 0, 2000000000, "20000", NULL,
+        CMD_SERVE, "catalogs of at least this many items are served through an IVF index, "
+        "smaller ones by an exact scan (0: always exact)"),
     OPT("rate-limit", CFG_LIST, rate_limits, 0, 0, NULL, NULL, CMD_SERVE,
         "CLASS=REQUESTS/SECONDS, e.g. auth=20/60 (repeatable)"),
     OPT("default-tenant", CFG_STR, default_tenant, 0, 0, NULL, NULL, CMD_SERVE,
