@@ -986,7 +986,7 @@ static const char *http_scalar(struct hctx *h, const struct cm_query *cq, const 
     return v && v[0] ? v : NULL;
 }
 
-static int query_from_http(struct hctx *h, struct cm_metric_query *q)
+int cm_metric_query_from_http(struct hctx *h, struct cm_metric_query *q)
 {
     struct cm_query *cq = arena_alloc(h->arena, sizeof(*cq));
     memset(q, 0, sizeof(*q));
@@ -1028,7 +1028,7 @@ static int query_from_http(struct hctx *h, struct cm_metric_query *q)
 static int metrics_get(struct hctx *h)
 {
     struct cm_metric_query q;
-    int r = query_from_http(h, &q);
+    int r = cm_metric_query_from_http(h, &q);
     if (r < 0)
         return r;
     struct jw w;

@@ -50,6 +50,11 @@ int cm_metric_query_check(const struct cm_metric_query *q, struct arena *a, cons
  * 0 or -1 with *field / *message. */
 int cm_metric_query_from_json(const json_t *obj, int64_t now_ms, struct arena *a,
                               struct cm_metric_query *q, const char **field, const char **message);
+/* Fills q from GET /analytics/metrics' query string (metric_type, granularity, aggregation,
+ * timezone, time_range, the filters as filters[name][] / filters.name / filters={JSON} or bare
+ * names, include_comparison) and checks it. 0, or TS_E_VALIDATION naming the field. */
+struct hctx;
+int cm_metric_query_from_http(struct hctx *h, struct cm_metric_query *q);
 
 struct cm_metric_result {
     double total;                /* summary.total: the figure over the whole range, the one

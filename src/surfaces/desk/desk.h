@@ -27,6 +27,10 @@ bool desk_is_staff(const struct hctx *h);
 int desk_ticket_find(struct hctx *h, const char *ticket_id, const char *field,
                      struct desk_ticket *ret);
 void desk_ticket_number(int64_t number, char out[DESK_TICKET_NUMBER_LEN]);   /* TKT-001 */
+/* A download's Range header (files.c; the route fuzz target calls it too): one byte range of
+ * RFC 9110 (a-b, a-, -n). 1: use [*off, *off + *len); 0: no usable Range (absent, malformed or
+ * several ranges: the whole file); -1: not satisfiable. */
+int desk_range_parse(const char *v, int64_t size, int64_t *off, int64_t *len);
 /* Appends one history row (who, field, old, new, now) in the tick's transaction. */
 int desk_history_add(struct hctx *h, const char *ticket_id, const char *field,
                      const char *old_value, const char *new_value);

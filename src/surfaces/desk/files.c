@@ -645,9 +645,7 @@ static bool parse_u64(const char *s, const char *end, uint64_t *ret)
     return true;
 }
 
-/* One byte range of RFC 9110 (a-b, a-, -n). 1: use [*off, *off + *len); 0: no usable Range
- * (absent, malformed or several ranges: the whole file); -1: not satisfiable. */
-static int range_parse(const char *v, int64_t size, int64_t *off, int64_t *len)
+int desk_range_parse(const char *v, int64_t size, int64_t *off, int64_t *len)
 {
     if (v == NULL)
         return 0;
@@ -728,7 +726,7 @@ static int download(struct hctx *h)
     if (if_range && strcmp(if_range, etag) != 0)
         range = NULL; /* the client's copy is another version: send it whole */
     int64_t off = 0, len = f.size;
-    int kind = range_parse(range, f.size, &off, &len);
+    int kind = desk_range_parse(range, f.size, &off, &len);
     http_header_add(h->req, "ETag", etag);
     http_header_add(h->req, "Accept-Ranges", "bytes");
     if (kind < 0) {
