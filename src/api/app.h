@@ -30,6 +30,7 @@ struct app {
     int64_t started_ms;
     bool ready;                 /* startup finished and not draining */
     bool draining;
+    int inflight;               /* requests dispatched whose response is not out (shedding) */
 };
 
 /* Every surface's route table; main builds the router from these. */
