@@ -21,6 +21,8 @@
 #define MAX_FLUSH_ROUNDS 16
 #define STREAM_CHUNK (64 * 1024)
 #define STREAM_QUEUE (256 * 1024)   /* file bytes in flight to one client */
+#define WRITE_HIGH (256 * 1024)     /* unsent response bytes past which a connection takes no
+                                     * further pipelined request until they drain */
 
 enum conn_state {
     CONN_IDLE,       /* waiting for the first byte of a request */
@@ -88,6 +90,7 @@ struct conn {
     void *proto_data;
     struct conn *next_resume;
     bool resume_queued;
+    bool write_blocked;             /* idle, but waiting for its responses to drain */
 };
 
 struct server {
@@ -312,6 +315,7 @@ static void conn_timer_arm(struct conn *c, int ms)
 
 static void conn_stream_pump(struct conn *c);
 static void conns_resume(struct server *s);
+static void conn_take_next(struct server *s, struct conn *c);
 
 static void conn_write_cb(uv_write_t *w, int status)
 {
@@ -323,6 +327,10 @@ static void conn_write_cb(uv_write_t *w, int status)
         conn_close(c);
     else if (c->state == CONN_STREAMING)
         conn_stream_pump(c);
+    else if (c->write_blocked && c->state == CONN_IDLE && c->write_queue <= WRITE_HIGH) {
+        conn_take_next(c->srv, c);
+        conns_resume(c->srv);
+    }
 }
 
 static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
@@ -1027,6 +1035,21 @@ static void conn_resume_queue(struct server *s, struct conn *c)
     s->resume_head = c;
 }
 
+/* The next request: parsed from what is already buffered, or read. Not while the client
+ * leaves more than WRITE_HIGH of earlier responses unread: a pipelining client that never
+ * reads would otherwise make us queue response after response in memory. It waits, on the
+ * idle timer, for conn_write_cb to see the queue drain. */
+static void conn_take_next(struct server *s, struct conn *c)
+{
+    c->write_blocked = c->write_queue > WRITE_HIGH;
+    if (c->write_blocked)
+        return;
+    if (c->pending.len > 0)
+        conn_resume_queue(s, c);
+    else
+        conn_read_start(c);
+}
+
 /* The response is out: the connection reads the next request, or closes. */
 static void conn_response_done(struct server *s, struct conn *c, bool close)
 {
@@ -1038,10 +1061,7 @@ static void conn_response_done(struct server *s, struct conn *c, bool close)
     conn_init_parser(c);
     c->pending_err = 0;
     conn_timer_arm(c, s->lim.idle_timeout_ms);
-    if (c->pending.len > 0)
-        conn_resume_queue(s, c);
-    else
-        conn_read_start(c);
+    conn_take_next(s, c);
 }
 
 /* Reads the next chunks of a file body while the client keeps up (pread on the loop: local
