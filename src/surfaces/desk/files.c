@@ -734,7 +734,6 @@ static int download(struct hctx *h)
         return range_unsatisfiable(h, f.size);
     }
     http_header_add(h->req, "Content-Disposition", disposition_header(h->arena, f.filename));
-    http_header_add(h->req, "X-Content-Type-Options", "nosniff");
     http_header_add(h->req, "Cache-Control", "private, no-cache");
     if (kind > 0) {
         http_header_add(h->req, "Content-Range",
