@@ -31,7 +31,15 @@
  * has MBEDTLS_THREADING_C, so the DRBG locks); one tls_conn belongs to one thread.
  */
 
-/* Preference order of the server (mbedtls honours the server's order by default). */
+/*
+ * The profile is Mozilla's "intermediate" (TLS 1.2 part; mbedtls 2.28 has no TLS 1.3 server):
+ * TLS 1.2 only, ECDHE with AEAD only (no RSA key transport, no CBC, no SHA-1 MAC), the curves
+ * and signature hashes below, no compression (not built in), no renegotiation, no session
+ * tickets. tools/check transport grades it with testssl.sh; tests/api/test_tls_grade.py is the
+ * fast form.
+ *
+ * Preference order of the server (mbedtls honours the server's order by default).
+ */
 static const int tls_suites[] = {
     MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
     MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -48,6 +56,17 @@ static const mbedtls_ecp_group_id tls_curves[] = {
     MBEDTLS_ECP_DP_SECP256R1,
     MBEDTLS_ECP_DP_SECP384R1,
     MBEDTLS_ECP_DP_NONE,
+};
+
+/* Hashes for the ServerKeyExchange signature (and nothing else: no client certificates). The
+ * Debian build's default also allows SHA-224; Mozilla's intermediate profile stops at SHA-256.
+ * SHA-1 is refused even from a client that sends no signature_algorithms (RFC 5246 7.4.1.4.1
+ * would default to it): it gets a handshake failure. */
+static const int tls_sig_hashes[] = {
+    MBEDTLS_MD_SHA256,
+    MBEDTLS_MD_SHA384,
+    MBEDTLS_MD_SHA512,
+    MBEDTLS_MD_NONE,
 };
 
 /* Only HTTP/1.1 is spoken; a client offering ALPN without it is refused (ALPACA). */
@@ -131,6 +150,7 @@ static int tls_ctx_configure(struct tls_ctx *ctx, char *err, size_t errlen)
     mbedtls_ssl_conf_max_version(conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_ciphersuites(conf, tls_suites);
     mbedtls_ssl_conf_curves(conf, tls_curves);
+    mbedtls_ssl_conf_sig_hashes(conf, tls_sig_hashes);
     mbedtls_ssl_conf_authmode(conf, MBEDTLS_SSL_VERIFY_NONE);
     mbedtls_ssl_conf_renegotiation(conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
     return 0;
