@@ -10,6 +10,7 @@ struct err_row {
     const char *message;
     const char *code[SURF_COUNT]; /* lms, commerce, learning, desk, recs, shared */
     int surface_status[SURF_COUNT]; /* where a contract says otherwise; 0 = status */
+    int retry_after_s;              /* a transient failure: when to try again (Retry-After) */
 };
 
 #define SAME(c) {c, c, c, c, c, c}
@@ -34,10 +35,20 @@ static const struct err_row err_table[] = {
     {TS_E_RATE_LIMITED, 429, "Too many requests", SAME("RATE_LIMIT_EXCEEDED")},
     {TS_E_HEADERS_TOO_LARGE, 431, "Request headers too large", SAME("HEADERS_TOO_LARGE")},
     {TS_E_INTERNAL, 500, "An unexpected error occurred", SAME("INTERNAL_ERROR")},
-    {TS_E_UNAVAILABLE, 503, "Service temporarily unavailable", SAME("SERVICE_UNAVAILABLE")},
-    {TS_E_BUSY, 503, "Database busy, retry shortly", SAME("SERVICE_UNAVAILABLE")},
-    {TS_E_QUERY_TIMEOUT, 503, "Query exceeded its time budget", SAME("SERVICE_UNAVAILABLE")},
+    {TS_E_UNAVAILABLE, 503, "Service temporarily unavailable", SAME("SERVICE_UNAVAILABLE"),
+     {0}, 1},
+    {TS_E_BUSY, 503, "Database busy, retry shortly", SAME("SERVICE_UNAVAILABLE"), {0}, 1},
+    {TS_E_QUERY_TIMEOUT, 503, "Query exceeded its time budget", SAME("SERVICE_UNAVAILABLE"),
+     {0}, 1},
     {TS_E_QUOTA, 429, "Quota exceeded for the tenant's plan", SAME("QUOTA_EXCEEDED")},
+    /* the request's writes were rolled back: it may be sent again as it is */
+    {TS_E_STORAGE, 503, "Storage error; retry shortly",
+     SAME("SERVICE_UNAVAILABLE"), {0}, 1},
+    /* RFC 4918 11.5; a disk does not empty itself in a second */
+    {TS_E_STORAGE_FULL, 507, "Insufficient storage: the disk is full",
+     SAME("INSUFFICIENT_STORAGE"), {0}, 10},
+    {TS_E_NO_MEMORY, 503, "Out of memory; retry shortly",
+     SAME("SERVICE_UNAVAILABLE"), {0}, 1},
 };
 
 static const struct err_row *err_row_of(int err)
@@ -70,6 +81,11 @@ const char *err_code(int err, enum surface s)
 const char *err_message(int err)
 {
     return err_row_of(err)->message;
+}
+
+int err_retry_after(int err)
+{
+    return err_row_of(err)->retry_after_s;
 }
 
 static const char *const surface_names[SURF_COUNT] = {"lms",  "commerce", "learning",

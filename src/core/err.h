@@ -36,6 +36,9 @@ enum ts_err {
     TS_E_BUSY,                     /* database locked by another process; retry */
     TS_E_QUERY_TIMEOUT,            /* loop-thread statement stopped by the guard */
     TS_E_QUOTA,                    /* the tenant's plan quota is used up (recs QUOTA_EXCEEDED) */
+    TS_E_STORAGE,                  /* SQLite I/O error (SQLITE_IOERR, SQLITE_CANTOPEN); retry */
+    TS_E_STORAGE_FULL,             /* the disk is full (SQLITE_FULL, ENOSPC): 507 */
+    TS_E_NO_MEMORY,                /* an allocation failed (SQLITE_NOMEM); retry */
     TS_E_LAST
 };
 
@@ -43,6 +46,7 @@ int err_http_status(int err);                       /* any negative int; unknown
 int err_http_status_in(int err, enum surface s);    /* as the surface's contract says */
 const char *err_code(int err, enum surface s);      /* stable JSON "code" */
 const char *err_message(int err);                   /* default human message */
+int err_retry_after(int err);                       /* Retry-After seconds for it, or 0 */
 const char *surface_name(enum surface s);
 int surface_from_name(const char *name);            /* -1 if unknown */
 #endif
