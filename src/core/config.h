@@ -35,6 +35,7 @@ struct config {
     int max_inflight;        /* requests handled at once before new ones get 503 */
     int recs_quota_starter, recs_quota_pro, recs_quota_enterprise; /* monthly api calls, 0 = unlimited */
     int recs_ann_min_items;  /* items from which a model gets an IVF index (0: never) */
+    int recs_ann_probe_pct;  /* % of the index's lists a search scans */
     double demo_scale;       /* --demo commerce and recs sizes times this */
     struct config_list cors_origins, rate_limits;
     int nargs;

@@ -177,38 +177,6 @@ size_t ivf_bytes(const struct ivf *ix)
            ((size_t)ix->nlist + 1 + (size_t)ix->n) * sizeof(int32_t);
 }
 
-/* One probed list: its positions map back to matrix rows for the caller's skip. */
-struct list_skip {
-    const int32_t *rows;
-    bool (*skip)(void *arg, int row);
-    void *arg;
-};
-
-static bool list_skip_fn(void *arg, int pos)
-{
-    const struct list_skip *s = arg;
-    return s->skip(s->arg, s->rows[pos]);
-}
-
-/* Merges list answer (rows already mapped, best first) into the running top k (best first,
- * ties by row): both are short, a merge of two sorted runs. */
-static int merge(int *rows, float *sc, int n, const int *lr, const float *ls, int ln, int k)
-{
-    int tr[VEC_MAX_K];
-    float ts[VEC_MAX_K];
-    int i = 0, j = 0, o = 0;
-    while (o < k && (i < n || j < ln)) {
-        bool take_list = i >= n || (j < ln && (ls[j] > sc[i] || (ls[j] == sc[i] && lr[j] < rows[i])));
-        if (take_list)
-            tr[o] = lr[j], ts[o++] = ls[j++];
-        else
-            tr[o] = rows[i], ts[o++] = sc[i++];
-    }
-    memcpy(rows, tr, sizeof(int) * (size_t)o);
-    memcpy(sc, ts, sizeof(float) * (size_t)o);
-    return o;
-}
-
 int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores,
              int *scanned)
@@ -217,39 +185,29 @@ int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
         *scanned = 0;
     if (k <= 0 || ix->n <= 0)
         return 0;
-    if (k > VEC_MAX_K)
-        k = VEC_MAX_K;
     if (nprobe < 1)
         nprobe = 1;
-    /* every list in centroid order: probing goes on past nprobe while skips starve it */
     int *order = malloc(sizeof(int) * (size_t)ix->nlist);
-    int *lr = malloc(sizeof(int) * (size_t)k);
-    float *ls = malloc(sizeof(float) * (size_t)k), *sc = malloc(sizeof(float) * (size_t)k);
-    if (!order || !lr || !ls || !sc) {
-        free(order), free(lr), free(ls), free(sc);
+    struct vec_acc *acc = malloc(sizeof *acc);
+    if (!order || !acc) {
+        free(order), free(acc);
         return 0;
     }
+    vec_acc_init(acc, k);
     /* the best nprobe lists first; the full order only when skips starve them */
     int nl = vec_topk(ix->C, ix->nlist, ix->d, q, nprobe, NULL, NULL, order, NULL);
-    int n = 0, seen = 0;
-    for (int p = 0; p < nl || (n < k && nl < ix->nlist); p++) {
+    int seen = 0;
+    for (int p = 0; p < nl || (acc->len < acc->k && nl < ix->nlist); p++) {
         if (p == nl)
             nl = vec_topk(ix->C, ix->nlist, ix->d, q, ix->nlist, NULL, NULL, order, NULL);
         int l = order[p], start = ix->off[l], len = ix->off[l + 1] - start;
-        if (len == 0)
-            continue;
-        struct list_skip ctx = {ix->rows + start, skip, arg};
-        int got = vec_topk(ix->P + (size_t)start * (size_t)ix->d, len, ix->d, q, k,
-                           skip ? list_skip_fn : NULL, &ctx, lr, ls);
-        for (int i = 0; i < got; i++)
-            lr[i] = ix->rows[start + lr[i]];
+        vec_acc_scan(acc, ix->P + (size_t)start * (size_t)ix->d, len, ix->d, q, ix->rows + start,
+                     skip, arg);
         seen += len;
-        n = merge(out_rows, sc, n, lr, ls, got, k);
     }
-    if (out_scores)
-        memcpy(out_scores, sc, sizeof(float) * (size_t)n);
+    int n = vec_acc_emit(acc, out_rows, out_scores);
     if (scanned)
         *scanned = seen;
-    free(order), free(lr), free(ls), free(sc);
+    free(order), free(acc);
     return n;
 }

@@ -76,10 +76,40 @@ __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const 
     return s;
 }
 
+/* Four rows against q at once when d is a multiple of 8: each q load serves four FMAs and the
+ * four horizontal sums share their shuffles, about twice the single-row speed at d = 128. */
+__attribute__((target("avx2,fma"))) static void dots4_avx2(const float *M, int d, const float *q,
+                                                           float *out)
+{
+    const float *r0 = M, *r1 = M + d, *r2 = M + 2 * (size_t)d, *r3 = M + 3 * (size_t)d;
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    for (int i = 0; i < d; i += 8) {
+        __m256 qv = _mm256_loadu_ps(q + i);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(r0 + i), qv, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(r1 + i), qv, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(r2 + i), qv, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(r3 + i), qv, s3);
+    }
+    /* pairwise: [s0 s1] and [s2 s3] interleaved, then the 128-bit halves */
+    __m256 a = _mm256_hadd_ps(s0, s1), b = _mm256_hadd_ps(s2, s3);
+    __m256 c = _mm256_hadd_ps(a, b);
+    __m128 sum = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+    _mm_storeu_ps(out, sum);
+}
+
 __attribute__((target("avx2,fma"))) static void dots_avx2(const float *M, int rows, int d,
                                                           const float *q, float *out)
 {
-    for (int r = 0; r < rows; r++) {
+    int r = 0;
+    if (d % 8 == 0 && d > 0)
+        for (; r + 4 <= rows; r += 4) {
+            const float *row = M + (size_t)r * (size_t)d;
+            if (r + 8 < rows)
+                _mm_prefetch((const char *)(row + 8 * (size_t)d), _MM_HINT_T0);
+            dots4_avx2(row, d, q, out + r);
+        }
+    for (; r < rows; r++) {
         const float *row = M + (size_t)r * (size_t)d;
         /* the next rows are read sequentially; the hardware prefetcher follows a linear
          * scan, an explicit hint a few rows ahead helps it across page boundaries */
@@ -159,19 +189,14 @@ float vec_normalize(float *a, int d)
 
 /* ---------- top-k ---------- */
 
-struct cand {
-    float score;
-    int row;
-};
-
 /* a ranks below b: lower score, or the same score and a later row */
-static bool cand_worse(struct cand a, struct cand b)
+static bool cand_worse(struct vec_cand a, struct vec_cand b)
 {
     return a.score < b.score || (a.score == b.score && a.row > b.row);
 }
 
 /* A min-heap on rank: h[0] is the worst of the kept rows. */
-static void heap_sift_down(struct cand *h, int n, int i)
+static void heap_sift_down(struct vec_cand *h, int n, int i)
 {
     for (;;) {
         int l = 2 * i + 1, r = l + 1, m = i;
@@ -181,20 +206,20 @@ static void heap_sift_down(struct cand *h, int n, int i)
             m = r;
         if (m == i)
             return;
-        struct cand t = h[i];
+        struct vec_cand t = h[i];
         h[i] = h[m];
         h[m] = t;
         i = m;
     }
 }
 
-static void heap_sift_up(struct cand *h, int i)
+static void heap_sift_up(struct vec_cand *h, int i)
 {
     while (i > 0) {
         int p = (i - 1) / 2;
         if (!cand_worse(h[i], h[p]))
             return;
-        struct cand t = h[i];
+        struct vec_cand t = h[i];
         h[i] = h[p];
         h[p] = t;
         i = p;
@@ -203,7 +228,7 @@ static void heap_sift_up(struct cand *h, int i)
 
 static int cand_cmp_best_first(const void *pa, const void *pb)
 {
-    struct cand a = *(const struct cand *)pa, b = *(const struct cand *)pb;
+    struct vec_cand a = *(const struct vec_cand *)pa, b = *(const struct vec_cand *)pb;
     if (cand_worse(a, b))
         return 1;
     if (cand_worse(b, a))
@@ -213,7 +238,7 @@ static int cand_cmp_best_first(const void *pa, const void *pb)
 
 /* One query's running top k. */
 struct topk {
-    struct cand *heap;
+    struct vec_cand *heap;
     int len, k;
 };
 
@@ -221,7 +246,7 @@ struct topk {
 static void topk_offer(struct topk *t, const float *scores, int base, int rows,
                        bool (*skip)(void *, int), void *arg)
 {
-    struct cand *heap = t->heap;
+    struct vec_cand *heap = t->heap;
     for (int r = 0; r < rows; r++) {
         float s = scores[r];
         /* rows come in ascending order, so a score equal to the worst kept one ranks below
@@ -231,7 +256,29 @@ static void topk_offer(struct topk *t, const float *scores, int base, int rows,
         int row = base + r;
         if (skip && skip(arg, row))
             continue;
-        struct cand c = {s, row};
+        struct vec_cand c = {s, row};
+        if (t->len < t->k) {
+            heap[t->len] = c;
+            heap_sift_up(heap, t->len++);
+        } else {
+            heap[0] = c;
+            heap_sift_down(heap, t->len, 0);
+        }
+    }
+}
+
+/* As topk_offer for rows in any order: block row r is ids[r]. A candidate gets in when it ranks
+ * above the worst kept one (a tie on score goes to the lower row). */
+static void topk_offer_ids(struct topk *t, const float *scores, const int32_t *ids, int rows,
+                           bool (*skip)(void *, int), void *arg)
+{
+    struct vec_cand *heap = t->heap;
+    for (int r = 0; r < rows; r++) {
+        struct vec_cand c = {scores[r], ids[r]};
+        if (c.score != c.score || (t->len == t->k && !cand_worse(heap[0], c)))
+            continue;
+        if (skip && skip(arg, c.row))
+            continue;
         if (t->len < t->k) {
             heap[t->len] = c;
             heap_sift_up(heap, t->len++);
@@ -260,7 +307,7 @@ int vec_topk(const float *M, int n, int d, const float *q, int k,
         return 0;
     if (k > VEC_MAX_K)
         k = VEC_MAX_K;
-    struct cand heap[VEC_MAX_K];
+    struct vec_cand heap[VEC_MAX_K];
     struct topk t = {heap, 0, k};
     float block[VEC_BLOCK];
     for (int base = 0; base < n; base += VEC_BLOCK) {
@@ -269,6 +316,38 @@ int vec_topk(const float *M, int n, int d, const float *q, int k,
         topk_offer(&t, block, base, rows, skip, arg);
     }
     return topk_emit(&t, out_rows, out_scores);
+}
+
+void vec_acc_init(struct vec_acc *a, int k)
+{
+    a->len = 0;
+    a->k = k < 0 ? 0 : k > VEC_MAX_K ? VEC_MAX_K : k;
+}
+
+void vec_acc_scan(struct vec_acc *a, const float *M, int rows, int d, const float *q,
+                  const int32_t *ids, bool (*skip)(void *arg, int row), void *arg)
+{
+    if (a->k == 0 || rows <= 0 || d < 0)
+        return;
+    struct topk t = {a->heap, a->len, a->k};
+    float block[VEC_BLOCK];
+    for (int base = 0; base < rows; base += VEC_BLOCK) {
+        int n = rows - base < VEC_BLOCK ? rows - base : VEC_BLOCK;
+        dots(M + (size_t)base * (size_t)d, n, d, q, block);
+        if (ids)
+            topk_offer_ids(&t, block, ids + base, n, skip, arg);
+        else
+            topk_offer(&t, block, base, n, skip, arg);
+    }
+    a->len = t.len;
+}
+
+int vec_acc_emit(struct vec_acc *a, int *out_rows, float *out_scores)
+{
+    struct topk t = {a->heap, a->len, a->k};
+    int n = topk_emit(&t, out_rows, out_scores);
+    a->len = 0;
+    return n;
 }
 
 /* Rows per block of the batched scan: 64 rows of up to 512 floats (128 KiB at most, 32 KiB at
@@ -287,7 +366,7 @@ int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
         out_counts[i] = 0;
     if (k <= 0 || n <= 0 || d < 0)
         return 0;
-    struct cand *heaps = malloc(sizeof *heaps * (size_t)k * (size_t)nq);
+    struct vec_cand *heaps = malloc(sizeof *heaps * (size_t)k * (size_t)nq);
     if (heaps == NULL)
         return -1;
     struct topk t[VEC_MAX_BATCH];

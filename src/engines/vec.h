@@ -5,6 +5,7 @@
 #define TS_VEC_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define VEC_ALIGN 32          /* matrices from vec_alloc start on a 32-byte boundary */
 #define VEC_MAX_K 1000        /* vec_topk keeps at most this many rows */
@@ -39,6 +40,26 @@ struct vec_query {
 };
 int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
                    const struct vec_query *qs, int *out_rows, float *out_scores, int *out_counts);
+
+/* A running top k fed block by block, for scans over rows that are not one matrix (the lists
+ * of an index): vec_acc_init, then vec_acc_scan per block, then vec_acc_emit. Blocks may come in
+ * any order; the answer is the same as one vec_topk over all their rows (ties to the lower row).
+ * The struct is large (VEC_MAX_K candidates): keep it on a worker's stack or in the heap. */
+struct vec_cand {
+    float score;
+    int row;
+};
+struct vec_acc {
+    int len, k;
+    struct vec_cand heap[VEC_MAX_K];
+};
+void vec_acc_init(struct vec_acc *a, int k);   /* k clamped to 0 .. VEC_MAX_K */
+/* Scores rows of M (rows x d) against q; row r of the block is row ids[r] of the caller's
+ * numbering (ids NULL: r itself); skip as for vec_topk, called with that row number. */
+void vec_acc_scan(struct vec_acc *a, const float *M, int rows, int d, const float *q,
+                  const int32_t *ids, bool (*skip)(void *arg, int row), void *arg);
+/* The kept rows best first into out_rows / out_scores (may be NULL); returns how many. */
+int vec_acc_emit(struct vec_acc *a, int *out_rows, float *out_scores);
 
 /* A zeroed n x d matrix aligned to VEC_ALIGN (NULL on overflow or out of memory); free with
  * vec_free, which accepts NULL and returns NULL. */

@@ -284,14 +284,14 @@ static int read_users(sqlite3_stmt *st, struct rs_model *m, struct loading *L, i
 }
 
 /* Pointers into the final pool, the category dictionary, norms and the maps. */
-/* Catalogs from this many items get an IVF index (rs_init; 0 = never). */
-static int ann_min_items;
+/* Catalogs from this many items get an IVF index (rs_init; 0 = never); searches probe this
+ * share (%) of its lists. */
+static int ann_min_items, ann_probe_pct = 6;
 
-/* The IVF index of a large catalog: about 2 sqrt(n) lists, a sixteenth of them probed (about
- * 6% of the rows scored); seeded by the version, so a version always gets the same index.
- * Without memory for it the model is served by the exact scan. */
+/* The IVF index of a large catalog: about 2 sqrt(n) lists, ann_probe_pct of them probed;
+ * seeded by the version, so a version always gets the same index. Without memory for it the
+ * model is served by the exact scan. */
 #define RS_IVF_ITERS 6
-#define RS_IVF_PROBE_DIV 16
 static void index_build(struct rs_model *m)
 {
     if (ann_min_items <= 0 || m->n < ann_min_items || m->V == NULL)
@@ -303,7 +303,9 @@ static void index_build(struct rs_model *m)
                 m->version);
         return;
     }
-    m->nprobe = m->ivf.nlist / RS_IVF_PROBE_DIV > 0 ? m->ivf.nlist / RS_IVF_PROBE_DIV : 1;
+    m->nprobe = (m->ivf.nlist * ann_probe_pct + 50) / 100;
+    if (m->nprobe < 1)
+        m->nprobe = 1;
     log_msg(LOG_INFO, "recs: %s index: %d lists, %d probed, built in %.0f ms", m->version,
             m->ivf.nlist, m->nprobe, mono_msf() - t0);
 }
@@ -1831,9 +1833,10 @@ int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, stru
 
 /* ---------- lifecycle ---------- */
 
-void rs_init(int ann_min)
+void rs_init(int ann_min, int probe_pct)
 {
     ann_min_items = ann_min;
+    ann_probe_pct = probe_pct;
     vec_kernel_get(); /* choose the kernel once, before workers race to */
     long c = sysconf(_SC_NPROCESSORS_ONLN);
     scan_passes_max = c < 1 ? 1 : c > 8 ? 8 : (int)c;

@@ -89,7 +89,9 @@ void rs_model_unref(struct rs_model *m);
 int32_t rs_item_row(const struct rs_model *m, const char *item_id);
 
 /* ---- lifecycle ---- */
-void rs_init(int ann_min_items);  /* catalogs from this size get an IVF index; 0 never */
+/* Catalogs from ann_min_items get an IVF index (0: never), searched over probe_pct % of its
+ * lists. */
+void rs_init(int ann_min_items, int probe_pct);
 void rs_shutdown(void);               /* drops every model and user state */
 
 /* The model to serve tenant_id with: version NULL = the tenant's current one as stored (the

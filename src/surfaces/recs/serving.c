@@ -390,7 +390,7 @@ int recs_serving_start(struct app *app)
 {
     S.app = app;
     S.user_tail = &S.user_head;
-    rs_init(app->cfg->recs_ann_min_items);
+    rs_init(app->cfg->recs_ann_min_items, app->cfg->recs_ann_probe_pct);
     metrics_register(app->metrics);
     uv_timer_init(app->loop, &S.ready_timer);
     uv_timer_init(app->loop, &S.user_timer);
