@@ -173,7 +173,9 @@ int jwt_verify(const unsigned char key[JWT_KEY_LEN], const char *token, int64_t 
     json_decref(p);
     if (r < 0)
         return r;
-    if (now_s > c.exp + leeway_s || c.iat > now_s + leeway_s)
+    /* exp and iat are the token's: compared on our side of the addition, so exp = INT64_MAX
+     * cannot overflow it (found by the jwt fuzz target) */
+    if (c.exp < now_s - leeway_s || c.iat > now_s + leeway_s)
         return -ETIME;
     *ret = c;
     return 0;
