@@ -19,8 +19,7 @@
 #include "jobs/pool.h"
 #include "store/db.h"
 
-#define MAX_JSON_DEPTH 32
-#define UPLOAD_LIMIT (64u << 20)
+#define QUERY_MAX_PARAMS 256  /* key=value pairs in a query string (as commerce's CM_QUERY_MAX) */
 #define OUT_MAX (64u << 20)
 
 struct pool_call {
@@ -272,28 +271,41 @@ static int step_rate(struct hctx *h, const struct route *rt)
     return observe_rate_take(h, rt->rate_class, principal);
 }
 
-/* Depth of the deepest nesting in a JSON text, counting only brackets outside strings. */
-static int json_depth(const char *s, size_t n)
+/* Every handler reads the query through a linear scan (http_query_get, cm_query_parse): the
+ * URL limit bounds its length, this its pairs. Empty pairs ("a&&b") are not counted. */
+static int step_query(struct hctx *h)
 {
-    int depth = 0, max = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = false;
-        } else if (c == '"') {
-            in_str = true;
-        } else if (c == '{' || c == '[') {
-            if (++depth > max)
-                max = depth;
-        } else if (c == '}' || c == ']') {
-            depth--;
+    int n = 0;
+    for (const char *s = h->req->query; s && *s;) {
+        const char *amp = strchr(s, '&');
+        size_t len = amp ? (size_t)(amp - s) : strlen(s);
+        if (len > 0 && ++n > QUERY_MAX_PARAMS) {
+            h->err_field = "query";
+            h->err_message = arena_printf(h->arena, "too many query parameters (at most %d)",
+                                          QUERY_MAX_PARAMS);
+            return TS_E_VALIDATION;
         }
+        s += len + (amp != NULL);
     }
-    return max;
+    return 0;
+}
+
+/* No route decodes a compressed body: one would be stored or parsed as the compressed bytes.
+ * Refuse it (RFC 9110 15.5.16) rather than inflate it, which would also need a ratio cap. */
+static int step_encoding(struct hctx *h)
+{
+    const char *ce = http_header_get(h->req, "Content-Encoding");
+    if (ce == NULL || h->req->body_size == 0)
+        return 0;
+    while (*ce == ' ' || *ce == '\t')
+        ce++;
+    size_t n = strcspn(ce, " \t");
+    if (n == 8 && strncasecmp(ce, "identity", 8) == 0 && ce[n + strspn(ce + n, " \t")] == '\0')
+        return 0;
+    http_header_add(h->req, "Accept-Encoding", "identity");
+    h->err_field = "Content-Encoding";
+    h->err_message = "compressed request bodies are not accepted; send the body uncompressed";
+    return TS_E_UNSUPPORTED_MEDIA;
 }
 
 int dispatch_validate_body(struct hctx *h, unsigned flags)
@@ -307,9 +319,9 @@ int dispatch_validate_body(struct hctx *h, unsigned flags)
         h->err_message = "Content-Type must be application/json";
         return TS_E_UNSUPPORTED_MEDIA;
     }
-    if (json_depth(req->body.data ? req->body.data : "", req->body.len) > MAX_JSON_DEPTH) {
+    if (json_too_deep(req->body.data ? req->body.data : "", req->body.len, JSON_MAX_DEPTH)) {
         h->err_field = "body";
-        h->err_message = "JSON nested deeper than 32 levels";
+        h->err_message = arena_printf(h->arena, "JSON nested deeper than %d levels", JSON_MAX_DEPTH);
         return TS_E_VALIDATION;
     }
     json_error_t jerr;
@@ -417,6 +429,10 @@ void dispatch_request(struct request *req)
     if (r == 0)
         r = step_rate(h, rt);
     if (r == 0)
+        r = step_query(h);
+    if (r == 0)
+        r = step_encoding(h);
+    if (r == 0)
         r = dispatch_validate_body(h, rt->flags);
     if (r < 0) {
         finish(h, r);
@@ -459,7 +475,7 @@ size_t dispatch_body_limit(struct request *req)
         return (size_t)app_of(req)->cfg->max_upload_mb << 20;
     }
     if (m.route->flags & RF_BIG_BODY)
-        return UPLOAD_LIMIT;
+        return (size_t)app_of(req)->cfg->max_batch_mb << 20;
     return 0;
 }
 

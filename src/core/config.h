@@ -29,6 +29,8 @@ struct config {
     char *jwt_secret_file, *public_url, *smtp_url, *smtp_user, *smtp_password, *smtp_from;
     bool demo, password_stdin, allow_registration;
     int password_min_length, max_upload_mb;
+    int max_batch_mb;        /* body limit of batch routes (RF_BIG_BODY) */
+    int max_jobs_per_tenant; /* queued + running jobs of one tenant, all kinds together */
     int workers, max_connections, max_body_kb, max_header_kb, idle_timeout_s, header_timeout_s;
     int query_guard_ms, ws_max_message_kb, ws_send_queue_kb, jwt_ttl_s, shutdown_deadline_s;
     int sla_check_ms;        /* desk SLA breach timer period */

@@ -1,4 +1,5 @@
-/* Streaming JSON writer: commas, nesting and string escaping into a bounded buffer. */
+/* Streaming JSON writer: commas, nesting and string escaping into a bounded buffer; and the
+ * nesting check run on JSON from outside before it is parsed. */
 #include "core/json.h"
 
 #include <errno.h>
@@ -6,6 +7,29 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+
+bool json_too_deep(const char *s, size_t n, int max)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > max)
+                return true;
+        } else if ((c == '}' || c == ']') && depth > 0) {
+            depth--; /* a stray closer never buys room for more openers */
+        }
+    }
+    return false;
+}
 
 void jw_init(struct jw *w, struct buf *b)
 {

@@ -1,4 +1,5 @@
-/* Streaming JSON writer with escaping into a bounded buffer. Parsing is jansson's job. */
+/* Streaming JSON writer with escaping into a bounded buffer, and the nesting limit every JSON
+ * text from outside is held to before jansson parses it. */
 #ifndef TS_JSON_H
 #define TS_JSON_H
 #include <stdbool.h>
@@ -8,6 +9,9 @@
 #include "core/buf.h"
 
 #define JW_MAX_DEPTH 32
+/* Deepest nesting accepted in a JSON text from outside (bodies, NDJSON lines). jansson's own
+ * limit is 2048 levels of recursion; no contract needs more than a handful. */
+#define JSON_MAX_DEPTH 32
 
 struct jw {
     struct buf *b;
@@ -37,6 +41,10 @@ void jw_kstr(struct jw *w, const char *k, const char *v);
 void jw_kint(struct jw *w, const char *k, int64_t v);
 void jw_kdouble(struct jw *w, const char *k, double v);
 void jw_kbool(struct jw *w, const char *k, bool v);
+
+/* True when the JSON text s[0..n) nests arrays/objects deeper than max (brackets inside strings
+ * do not count). Linear, stops at the first level past max; says nothing of validity. */
+bool json_too_deep(const char *s, size_t n, int max);
 
 /* Appends s escaped as a JSON string body (no quotes); invalid UTF-8 becomes U+FFFD. */
 int json_escape(struct buf *b, const char *s, size_t n);

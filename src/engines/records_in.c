@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/json.h"
 #include "engines/csv.h"
 #include "engines/xmlrec.h"
 
@@ -451,6 +452,10 @@ static const char *json_kind(const json_t *v)
 
 static json_t *ndjson_line(const char *s, size_t len, size_t line, char *err, size_t errlen)
 {
+    if (json_too_deep(s, len, JSON_MAX_DEPTH)) {
+        snprintf(err, errlen, "line %zu: JSON nested deeper than %d levels", line, JSON_MAX_DEPTH);
+        return NULL;
+    }
     json_error_t je;
     json_t *v = json_loadb(s, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &je);
     if (v == NULL) {

@@ -25,6 +25,7 @@ const char *mp_strerror(int err)
     case MP_E_TRUNCATED: return "the body ends before the closing boundary";
     case MP_E_HEADER_TOO_LONG: return "a part's headers are too long";
     case MP_E_TOO_MANY_PARTS: return "too many parts";
+    case MP_E_TOO_MANY_HEADERS: return "a part has too many header lines";
     case MP_E_MALFORMED: return "malformed multipart body";
     default: return "multipart error";
     }
@@ -139,7 +140,7 @@ void mp_init(struct mp_parser *p, const char *boundary, int max_parts,
     memset(p, 0, offsetof(struct mp_parser, hdr)); /* the buffers need no clearing */
     p->cb = cb;
     p->arg = arg;
-    p->max_parts = max_parts;
+    p->max_parts = max_parts < MP_PARTS_MAX ? max_parts : MP_PARTS_MAX;
     size_t blen = strnlen(boundary, MP_BOUNDARY_MAX);
     memcpy(p->delim, "\r\n--", 4);
     memcpy(p->delim + 4, boundary, blen);
@@ -286,10 +287,12 @@ static int headers_parse(struct mp_parser *p, struct mp_part *part)
     char *s = p->hdr, *end = p->hdr + p->hlen - 2; /* drop the blank line's CRLF */
     *end = '\0';
     bool have_cd = false, have_ct = false;
-    while (s < end) {
+    for (int lines = 0; s < end; lines++) {
         char *eol = strstr(s, "\r\n");
         if (eol == NULL)
             return MP_E_MALFORMED;
+        if (lines == MP_PART_HEADERS_MAX)
+            return MP_E_TOO_MANY_HEADERS;
         if (memchr(s, '\n', (size_t)(eol - s)) || memchr(s, '\r', (size_t)(eol - s)) ||
             is_ows(*s) || eol == s)
             return MP_E_MALFORMED; /* bare CR/LF, folded or empty line */

@@ -8,6 +8,8 @@
 #define MP_HEADER_MAX 8192          /* one part's header block, CRLFs included */
 #define MP_PREAMBLE_MAX 4096        /* bytes before the first delimiter */
 #define MP_PADDING_MAX 64           /* transport padding after a delimiter */
+#define MP_PART_HEADERS_MAX 16      /* header lines in one part (browsers send two or three) */
+#define MP_PARTS_MAX 1000           /* parts in one body, whatever a caller asks for */
 
 /* The parser's own errors; a callback's negative return is passed through unchanged. */
 enum mp_err {
@@ -17,7 +19,9 @@ enum mp_err {
     MP_E_TRUNCATED,                 /* the body ended before the close delimiter */
     MP_E_HEADER_TOO_LONG,           /* a part's header block exceeds MP_HEADER_MAX */
     MP_E_TOO_MANY_PARTS,
-    MP_E_MALFORMED,                 /* bad bytes after a delimiter or a bad header line */
+    MP_E_TOO_MANY_HEADERS,          /* a part has more than MP_PART_HEADERS_MAX header lines */
+    MP_E_MALFORMED,                 /* bad bytes after a delimiter or a bad header line; the
+                                     * last: callers test MP_E_MEDIA_TYPE..MP_E_MALFORMED */
 };
 
 /* A part's headers as on_part_begin sees them; the strings live until it returns.
@@ -54,7 +58,8 @@ struct mp_parser {
 
 /* Extracts the boundary from a Content-Type value: 0, or MP_E_MEDIA_TYPE / MP_E_BOUNDARY. */
 int mp_boundary_from_content_type(const char *content_type, char ret[MP_BOUNDARY_MAX + 1]);
-/* boundary: 1..MP_BOUNDARY_MAX characters (from mp_boundary_from_content_type). */
+/* boundary: 1..MP_BOUNDARY_MAX characters (from mp_boundary_from_content_type). max_parts is
+ * the caller's cap, itself capped at MP_PARTS_MAX. */
 void mp_init(struct mp_parser *p, const char *boundary, int max_parts,
              const struct mp_callbacks *cb, void *arg);
 /* Feeds the next n bytes. 0, or a negative code (sticky). */

@@ -46,6 +46,8 @@ struct jobs {
     pthread_mutex_t mu;
     struct progress prog[MAX_PROGRESS];
     int nprog;
+    int tenant_cap;              /* loop only: queued + running per tenant, 0 = none */
+    bool tenant_refused;         /* loop only: the last refusal was tenant_cap's */
 };
 
 static const char SQL_INSERT[] =
@@ -53,6 +55,8 @@ static const char SQL_INSERT[] =
     "VALUES(?, ?, ?, 'queued', ?, ?)";
 static const char SQL_ACTIVE[] =
     "SELECT count(*) FROM jobs WHERE tenant_id = ? AND kind = ? AND status IN ('queued','running')";
+static const char SQL_TENANT_ACTIVE[] =
+    "SELECT count(*) FROM jobs WHERE tenant_id = ? AND status IN ('queued','running')";
 static const char SQL_START[] =
     "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?";
 static const char SQL_FINISH[] =
@@ -338,6 +342,31 @@ static int job_start(struct jobs *j, const char *id, const char *tenant, const s
     return rc;
 }
 
+void jobs_set_tenant_cap(struct jobs *j, int max)
+{
+    j->tenant_cap = max > 0 ? max : 0;
+}
+
+const char *jobs_refusal(const struct jobs *j, const char *kind_message)
+{
+    return j->tenant_refused ? "this tenant has as many jobs queued or running as it may; "
+                               "retry when one has finished"
+                             : kind_message;
+}
+
+/* Counts the tenant's queued + running jobs (of one kind, or all when kind is NULL): is it at
+ * max already? */
+static bool tenant_at_cap(struct jobs *j, const char *tenant_id, const char *kind, int max)
+{
+    sqlite3_stmt *st = db_stmt(j->db, kind ? SQL_ACTIVE : SQL_TENANT_ACTIVE);
+    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+    if (kind)
+        sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
+    bool at = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) >= max;
+    sqlite3_reset(st);
+    return at;
+}
+
 int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const char *params_json,
                 char ret_id[UUID_STR_LEN])
 {
@@ -347,14 +376,16 @@ int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const c
     int r = db_write_begin(j->db);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = db_stmt(j->db, SQL_ACTIVE);
-    sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, kind, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) >= k->max_active_per_tenant)
+    j->tenant_refused = false;
+    if (tenant_at_cap(j, tenant_id, kind, k->max_active_per_tenant))
         return TS_E_RATE_LIMITED;
+    if (j->tenant_cap > 0 && tenant_at_cap(j, tenant_id, NULL, j->tenant_cap)) {
+        j->tenant_refused = true;
+        return TS_E_RATE_LIMITED;
+    }
     char id[UUID_STR_LEN];
     id_uuid7(id);
-    st = db_stmt(j->db, SQL_INSERT);
+    sqlite3_stmt *st = db_stmt(j->db, SQL_INSERT);
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, tenant_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, kind, -1, SQLITE_STATIC);

@@ -48,14 +48,21 @@ typedef void (*jobs_finish_fn)(void *arg, const char *tenant_id, const char *job
 /* loop may be NULL (no job_write: tests of the job table alone). */
 int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job_kind *kinds,
              size_t nkinds, struct jobs **ret);
+/* Caps the queued + running jobs of one tenant, all kinds together (0, the default: only each
+ * kind's max_active_per_tenant). So one tenant cannot fill the pool's queue for all. */
+void jobs_set_tenant_cap(struct jobs *j, int max);
 /* Closes the loop handle job_write uses; before the final loop run. */
 void jobs_close_handles(struct jobs *j);
 /* On start: running rows go back to queued (or failed past max_attempts), queued rows run. */
 int jobs_recover(struct jobs *j);
 /* Inserts a queued row in the tick's transaction and hands the job to the pool. Loop thread.
- * -EINVAL unknown kind, TS_E_RATE_LIMITED over the per-tenant cap, TS_E_BUSY. */
+ * -EINVAL unknown kind, TS_E_RATE_LIMITED over the kind's or the tenant's cap, TS_E_BUSY. */
 int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const char *params_json,
                 char ret_id[UUID_STR_LEN]);
+/* After jobs_submit answered TS_E_RATE_LIMITED (loop thread): the client's message, the
+ * tenant cap's own when that cap refused, else kind_message (the kind's cap, which the caller
+ * words). */
+const char *jobs_refusal(const struct jobs *j, const char *kind_message);
 /* Worker thread: a write request the loop applies. The loop runs apply(db, arg) on the writer
  * under its own savepoint in the tick's transaction (rolled back if apply returns < 0), commits,
  * and only then wakes the caller: a job that checkpoints after job_write returns 0 knows the

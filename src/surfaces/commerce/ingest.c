@@ -480,8 +480,9 @@ static int batch_done(struct hctx *h)
     if (r < 0) {
         json_decref(handoff_take(batch_id));
         if (r == TS_E_RATE_LIMITED)
-            h->err_message = "too many batches are queued or processing for this tenant; "
-                             "retry when one has completed";
+            h->err_message = jobs_refusal(h->app->jobs,
+                                          "too many batches are queued or processing for this "
+                                          "tenant; retry when one has completed");
         return r == -EINVAL ? TS_E_INTERNAL : r;
     }
     h->audit_target = arena_strdup(h->arena, batch_id);

@@ -768,7 +768,8 @@ static int export_enqueue(struct hctx *h, struct dash *d)
         r = jobs_submit(h->app->jobs, h->tenant_id, "desk.export", params.data, id);
     buf_release(&params);
     if (r == TS_E_RATE_LIMITED)
-        h->err_message = "two exports are already queued or running for this tenant";
+        h->err_message = jobs_refusal(h->app->jobs,
+                                      "two exports are already queued or running for this tenant");
     if (r < 0)
         return r == -EINVAL ? TS_E_INTERNAL : r;
     h->audit_target = arena_strdup(h->arena, id);

@@ -359,8 +359,10 @@ static int trigger_done(struct hctx *h)
         r = jobs_submit(h->app->jobs, h->tenant_id, "recs.train", buf_cstr(&params), id);
     buf_release(&params);
     if (r == TS_E_RATE_LIMITED)
-        h->err_message = "a training job is already queued or running for this tenant; poll "
-                         "GET /internal/ml/training/{job_id} and retry when it has finished";
+        h->err_message = jobs_refusal(h->app->jobs,
+                                      "a training job is already queued or running for this "
+                                      "tenant; poll GET /internal/ml/training/{job_id} and retry "
+                                      "when it has finished");
     if (r < 0)
         return r == -EINVAL ? TS_E_INTERNAL : r;
     h->audit_target = arena_strdup(h->arena, id);

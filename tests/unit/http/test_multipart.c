@@ -221,10 +221,53 @@ static void test_errors(void)
     free(r);
 }
 
+/* n parts "f" with `lines` header lines each (Content-Disposition and lines-1 others). */
+static char *parts_body(int n, int lines, size_t *ret_len)
+{
+    size_t cap = (size_t)n * (64 + 12 * (size_t)lines) + 16, len = 0;
+    char *b = malloc(cap);
+    for (int i = 0; i < n; i++) {
+        len += (size_t)sprintf(b + len, "--B\r\nContent-Disposition: form-data; name=\"f\"\r\n");
+        for (int k = 1; k < lines; k++)
+            len += (size_t)sprintf(b + len, "X-%d: v\r\n", k);
+        len += (size_t)sprintf(b + len, "\r\nv\r\n");
+    }
+    len += (size_t)sprintf(b + len, "--B--");
+    *ret_len = len;
+    return b;
+}
+
+/* The parser's own caps hold whatever the caller asks: MP_PARTS_MAX parts, MP_PART_HEADERS_MAX
+ * header lines a part; each at the limit and one past it. */
+static void test_caps(void)
+{
+    struct rec *r = malloc(sizeof(*r));
+    size_t n;
+    char *b = parts_body(MP_PARTS_MAX, 1, &n);
+    memset(r, 0, sizeof(*r));
+    CHECK_INT(run("B", b, n, 0, n, r, MP_PARTS_MAX * 10), 0);
+    CHECK_INT(r->begins, MP_PARTS_MAX);
+    free(b);
+    b = parts_body(MP_PARTS_MAX + 1, 1, &n);
+    memset(r, 0, sizeof(*r));
+    CHECK_INT(run("B", b, n, 0, n, r, MP_PARTS_MAX * 10), MP_E_TOO_MANY_PARTS);
+    free(b);
+    b = parts_body(1, MP_PART_HEADERS_MAX, &n);
+    memset(r, 0, sizeof(*r));
+    CHECK_INT(run("B", b, n, 0, 7, r, 1), 0);
+    free(b);
+    b = parts_body(1, MP_PART_HEADERS_MAX + 1, &n);
+    memset(r, 0, sizeof(*r));
+    CHECK_INT(run("B", b, n, 0, 7, r, 1), MP_E_TOO_MANY_HEADERS);
+    free(b);
+    free(r);
+}
+
 int main(void)
 {
     test_boundary_param();
     test_every_split();
     test_errors();
+    test_caps();
     CHECK_DONE();
 }
