@@ -255,7 +255,7 @@ def test_filters_and_seen_items(world):
     # min_score: the unfiltered list cut where scores drop below it
     cut = base[5]["score"]
     got = w.rec("acme", {"user_id": "u-filt", "count": 40, "filters": {"min_score": cut}})["recommendations"]
-    assert [r["item_id"] for r in got] == [r["item_id"] for r in base if r["score"] >= cut]
+    assert [r["item_id"] for r in got] == [r["item_id"] for r in base if r["score"] >= cut], ([(r["item_id"], r["score"]) for r in got], [(r["item_id"], r["score"]) for r in base[:8]], cut)
     assert all(r["score"] >= cut for r in got)
     # exclude_ids: those out, the next ones in
     ex = [ids[0], ids[2], "no-such-item"]

@@ -1114,18 +1114,16 @@ static struct rs_user *user_get_locked(struct rs_tenant *t, const char *id)
     return u;
 }
 
-bool rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_id)
+void rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_id)
 {
     pthread_mutex_lock(&rs_mu);
     struct rs_tenant *t = tenant_get_locked(tenant_id);
-    bool warm = false;
     if (t) {
         t->pop_gen++;
         /* a user without state gets some, so a request racing this change cannot install a
          * history read before it as current */
         struct rs_user *u = user_get_locked(t, user_id);
         if (u) {
-            warm = u->vec_known || u->res[0] || u->res[1] || u->res[2] || u->res[3];
             u->gen++;
             if (newest_id > u->want_id)
                 u->want_id = newest_id;
@@ -1133,7 +1131,6 @@ bool rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_
         }
     }
     pthread_mutex_unlock(&rs_mu);
-    return warm;
 }
 
 static const char SQL_HIST[] =
@@ -1442,19 +1439,6 @@ static int user_view_get(sqlite3 *db, struct rs_model *m, struct rs_tenant *t,
     return 0;
 }
 
-void rs_user_refresh(sqlite3 *db, const char *tenant_id, const char *user_id)
-{
-    struct rs_model *m = NULL;
-    if (rs_model_acquire(db, tenant_id, NULL, &m) < 0)
-        return;
-    struct rs_tenant *t = tenant_get(tenant_id);
-    float vec[RECS_MAX_DIM];
-    struct user_view v = {0};
-    if (t && user_view_get(db, m, t, user_id, vec, &v) == 0)
-        rs_hist_unref(v.hist);
-    rs_model_unref(m);
-}
-
 /* ---------- answers ---------- */
 
 /* The request shape an answer depends on (context does not change it). */
@@ -1470,7 +1454,7 @@ static char *shape_key(const struct rs_query *q)
         return NULL;
     p += sprintf(p, "%d|%d|", q->count, q->include_seen ? 1 : 0);
     if (q->has_min_score)
-        p += sprintf(p, "%.9g", q->min_score);
+        p += sprintf(p, "%.9g", (double)q->min_score);
     *p++ = '|';
     for (int i = 0; i < q->ncategories; i++)
         p += sprintf(p, "%s,", q->categories[i]);

@@ -128,11 +128,8 @@ void rs_hist_unref(struct rs_hist *h);
 
 /* Loop thread (from recs_serving_user_changed): the user's cached answers and vector are
  * void; newest_id is the user's newest interaction id on the writer (history snapshots older
- * than it are stale). Returns true when the user had state worth refreshing ahead of the
- * next request. */
-bool rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_id);
-/* Worker: reloads a changed user's history and vector for the tenant's current model. */
-void rs_user_refresh(sqlite3 *db, const char *tenant_id, const char *user_id);
+ * than it are stale, so the next request rereads the history). */
+void rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_id);
 
 /* ---- recommendations ---- */
 struct rs_query {
@@ -141,7 +138,7 @@ struct rs_query {
     const char *const *categories; /* NULL / 0: any */
     int ncategories;
     bool has_min_score;
-    double min_score;
+    float min_score;              /* a float like the scores: a score shown and sent back keeps its item */
     const char *const *exclude_ids;
     int nexclude;
     bool include_seen;

@@ -2,6 +2,7 @@
  * section 7, and the loop-side glue of the registry (model switches, fold-in on new
  * interactions). The registry itself is registry.c. */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,8 +27,6 @@
 #define MAX_TITLE 1000            /* characters, as for stored items */
 #define MAX_DESCRIPTION 10000
 #define MAX_IMAGE_URL 2048
-#define REFRESH_QUEUE_MAX 10000   /* users waiting for a fold-in ahead of their next request */
-#define REFRESH_BATCH 64
 #define READY_RETRY_MS 20         /* a model announced before its commit is visible */
 #define READY_TRIES 250
 #define METRICS_MODELS_PER_TENANT 5
@@ -40,16 +39,9 @@ struct ready_item {
     int tries;
 };
 
-struct user_item {
-    struct user_item *next;
-    char tenant[RS_TENANT_MAX];
-    char user[130];
-};
-
 struct serving_task {
     struct pool_task task;
     struct ready_item *ready;     /* a model to load */
-    struct user_item *users;      /* users to refresh */
     bool start;                   /* the start-up preload */
     int result;
 };
@@ -57,12 +49,9 @@ struct serving_task {
 static struct {
     struct app *app;
     bool started, stopping;
-    uv_timer_t ready_timer, user_timer;
+    uv_timer_t ready_timer;
     struct ready_item *ready_head;
     bool ready_running;
-    struct user_item *user_head, **user_tail;
-    int users_queued;
-    bool users_running;
     /* the section 7 ML families */
     struct metric_family *quality, *train_seconds, *train_loss, *hit_rate, *ann_seconds,
         *ann_recall, *per_request;
@@ -265,10 +254,9 @@ static void publish_all(sqlite3 *db)
     free(rows);
 }
 
-/* ---------- background tasks: start-up preload, model switches, user refreshes ---------- */
+/* ---------- background tasks: start-up preload, model switches ---------- */
 
 static void ready_kick(void);
-static void users_kick(void);
 
 static void task_work(struct pool_task *t, struct pool_worker *w)
 {
@@ -284,8 +272,6 @@ static void task_work(struct pool_task *t, struct pool_worker *w)
         if (st->result == 0)
             publish_model(w->db, st->ready->tenant, st->ready->version, true);
     }
-    for (struct user_item *u = st->users; u; u = u->next)
-        rs_user_refresh(w->db, u->tenant, u->user);
 }
 
 static void task_done(struct pool_task *t, int status)
@@ -304,14 +290,6 @@ static void task_done(struct pool_task *t, int status)
             free(r);
         }
         ready_kick();
-    }
-    if (st->users) {
-        S.users_running = false;
-        for (struct user_item *u = st->users, *nx; u; u = nx) {
-            nx = u->next;
-            free(u);
-        }
-        users_kick();
     }
     free(st);
 }
@@ -353,47 +331,12 @@ static void ready_kick(void)
                        S.ready_head->tries ? READY_RETRY_MS : 1, 0);
 }
 
-static void user_timer_cb(uv_timer_t *t)
-{
-    (void)t;
-    if (S.users_running || S.user_head == NULL || S.stopping)
-        return;
-    struct serving_task *st = calloc(1, sizeof *st);
-    if (st == NULL)
-        return;
-    struct user_item **tail = &st->users;
-    for (int i = 0; i < REFRESH_BATCH && S.user_head; i++) {
-        struct user_item *u = S.user_head;
-        S.user_head = u->next;
-        u->next = NULL;
-        *tail = u;
-        tail = &u->next;
-        S.users_queued--;
-    }
-    if (S.user_head == NULL)
-        S.user_tail = &S.user_head;
-    S.users_running = true;
-    if (task_submit(st) < 0) {
-        /* pool full: these users refresh on their next request instead */
-        S.users_running = false;
-        task_done(&st->task, -ECANCELED);
-    }
-}
-
-static void users_kick(void)
-{
-    if (S.user_head && !S.users_running && !S.stopping)
-        uv_timer_start(&S.user_timer, user_timer_cb, 1, 0);
-}
-
 int recs_serving_start(struct app *app)
 {
     S.app = app;
-    S.user_tail = &S.user_head;
     rs_init(app->cfg->recs_ann_min_items, app->cfg->recs_ann_probe_pct);
     metrics_register(app->metrics);
     uv_timer_init(app->loop, &S.ready_timer);
-    uv_timer_init(app->loop, &S.user_timer);
     S.started = true;
     struct serving_task *st = calloc(1, sizeof *st);
     if (st == NULL)
@@ -412,19 +355,12 @@ void recs_serving_stop(void)
         return;
     S.stopping = true;
     uv_timer_stop(&S.ready_timer);
-    uv_timer_stop(&S.user_timer);
     uv_close((uv_handle_t *)&S.ready_timer, NULL);
-    uv_close((uv_handle_t *)&S.user_timer, NULL);
     for (struct ready_item *r = S.ready_head, *nx; r; r = nx) {
         nx = r->next;
         free(r);
     }
-    for (struct user_item *u = S.user_head, *nx; u; u = nx) {
-        nx = u->next;
-        free(u);
-    }
     S.ready_head = NULL;
-    S.user_head = NULL;
     rs_shutdown(); /* the pool has stopped: no worker holds a model */
     S.started = false;
 }
@@ -463,19 +399,9 @@ void recs_serving_user_changed(const char *tenant_id, const char *user_id)
             newest = sqlite3_column_int64(q, 0);
         sqlite3_reset(q);
     }
-    bool warm = rs_user_changed(tenant_id, user_id, newest);
-    if (!warm || S.users_queued >= REFRESH_QUEUE_MAX || strlen(user_id) >= 130 ||
-        strlen(tenant_id) >= RS_TENANT_MAX)
-        return;
-    struct user_item *u = calloc(1, sizeof *u);
-    if (u == NULL)
-        return;
-    snprintf(u->tenant, sizeof u->tenant, "%s", tenant_id);
-    snprintf(u->user, sizeof u->user, "%s", user_id);
-    *S.user_tail = u;
-    S.user_tail = &u->next;
-    S.users_queued++;
-    users_kick();
+    /* nothing is recomputed ahead: the user's next request folds the new items in, so a stream
+     * of interactions costs no solver time for users nobody asks about */
+    rs_user_changed(tenant_id, user_id, newest);
 }
 
 /* ---------- request parsing ---------- */
@@ -579,7 +505,8 @@ static int parse_filters(struct hctx *h, struct rs_query *q)
         if (!json_is_number(ms) || !isfinite(json_number_value(ms)))
             return fail(h, TS_E_VALIDATION, "filters.min_score", "filters.min_score must be a number");
         q->has_min_score = true;
-        q->min_score = json_number_value(ms);
+        double v = json_number_value(ms); /* clamped first: a float cannot hold 1e300 */
+        q->min_score = (float)(v > FLT_MAX ? FLT_MAX : v < -FLT_MAX ? -FLT_MAX : v);
     }
     json_t *seen = json_object_get(f, "include_seen");
     if (seen && !json_is_null(seen)) {
