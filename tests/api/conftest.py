@@ -90,6 +90,7 @@ class Server:
         assert "LeakSanitizer" not in err, err[-4000:]
         assert "runtime error:" not in err, err[-4000:]
         assert "AddressSanitizer" not in err, err[-4000:]
+        assert "ThreadSanitizer" not in err, err[-4000:]
         assert code == 0, f"exit code {code}: {err[-2000:]}"
         return err
 
