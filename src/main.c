@@ -568,14 +568,22 @@ static void routes_scopes(struct jw *w, unsigned scopes)
 
 static void routes_flags(struct jw *w, unsigned flags)
 {
-    static const char *const names[] = {"public",     "json_body", "big_body",    "websocket",
-                                        "no_metrics", "spool_body", "rate_tenant", "no_audit"};
-    _Static_assert(RF_NO_AUDIT == 1 << 7, "routes_flags names every RF_* bit in order");
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = {
+        {RF_PUBLIC, "public"},           {RF_JSON_BODY, "json_body"},
+        {RF_BIG_BODY, "big_body"},       {RF_WEBSOCKET, "websocket"},
+        {RF_NO_METRICS, "no_metrics"},   {RF_SPOOL_BODY, "spool_body"},
+        {RF_RATE_TENANT, "rate_tenant"}, {RF_NO_AUDIT, "no_audit"},
+        {RF_NO_SHED, "no_shed"},
+    };
+    _Static_assert(RF_NO_SHED == 1 << 8, "a flag after RF_NO_SHED needs its name here");
     jw_key(w, "flags");
     jw_arr_open(w);
-    for (int i = 0; i < 8; i++)
-        if (flags & (1u << i))
-            jw_str(w, names[i]);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (flags & names[i].bit)
+            jw_str(w, names[i].name);
     jw_arr_close(w);
 }
 
