@@ -15,6 +15,7 @@ import time
 import pytest
 
 import rawhttp
+from conftest import Server
 
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -154,15 +155,23 @@ def probe(port, raw):
     return ok, f"statuses {statuses}, {'closed' if closed else 'left open'}"
 
 
+@pytest.fixture(scope="module")
+def shared():
+    """One server for every probe: each must leave it serving the next."""
+    s = Server()
+    yield s
+    s.stop()
+
+
 @pytest.mark.parametrize("raw", [c[1] for c in CASES], ids=[c[0] for c in CASES])
-def test_ambiguous_framing_is_400_and_close(server, raw):
-    ok, what = probe(server.port, raw)
+def test_ambiguous_framing_is_400_and_close(shared, raw):
+    ok, what = probe(shared.port, raw)
     assert ok, what
 
 
-def test_well_formed_neighbours_still_served(server):
+def test_well_formed_neighbours_still_served(shared):
     """The controls: the legal forms next to the hostile ones keep working, pipelined."""
-    sock = rawhttp.connect(server.port)
+    sock = rawhttp.connect(shared.port)
     try:
         reqs = [
             post(b"Content-Length: 5\r\n", b"hello"),
@@ -187,8 +196,6 @@ def test_well_formed_neighbours_still_served(server):
         sock.close()
 
 
-def test_server_keeps_serving_after_probes(server):
-    for _, raw in CASES[:5]:
-        probe(server.port, raw)
-    status, _, _ = rawhttp.exchange(server.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+def test_server_keeps_serving_after_probes(shared):
+    status, _, _ = rawhttp.exchange(shared.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
