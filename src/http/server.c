@@ -44,7 +44,8 @@ struct hdr_rec {
  * folded onto the previous one (obs-fold, a space before a header name), a request line that
  * is not exactly METHOD SP target SP version. RFC 9112 lets a server answer all of them 400
  * (sections 2.2, 3, 5.2); real clients send none. The head ends at its empty line; the body and
- * the chunk framing are llhttp's (it is strict there).
+ * the chunk framing are llhttp's (it is strict there), the trailer section after the last chunk
+ * is scanned like a head (on_chunk_header pauses llhttp there).
  */
 enum head_scan_state {
     HS_START,       /* before the request line; empty lines are skipped (RFC 9112 2.2) */
@@ -72,6 +73,7 @@ struct conn {
     int pending_err;                /* ts_err set inside a callback */
     bool in_header_value;
     struct head_scan scan;          /* of the request being read, until its head is in */
+    bool trailer_pause;             /* llhttp paused at the last chunk: trailers come next */
     bool reading;
     struct request *req;            /* the request being parsed or handled */
     bool req_dispatched;            /* req belongs to the dispatcher until it is sent */
@@ -712,6 +714,20 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     return 0;
 }
 
+/* At the last chunk (size 0) llhttp pauses, so conn_parse can scan the trailer section (lines
+ * up to an empty one) before llhttp reads it: llhttp 8.1.0 takes "0\r\n\r" plus any byte as
+ * the end of a message, and folded trailer lines. */
+static int on_chunk_header(llhttp_t *p)
+{
+    struct conn *c = p->data;
+    if (p->content_length != 0)
+        return 0;
+    memset(&c->scan, 0, sizeof(c->scan));
+    c->scan.state = HS_LINE_START;
+    c->trailer_pause = true;
+    return HPE_PAUSED;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     struct conn *c = p->data;
@@ -827,6 +843,13 @@ static void conn_parse(struct conn *c, const char *data, size_t n)
         return;
     }
     llhttp_errno_t e = llhttp_execute(&c->parser, data, n);
+    if (e == HPE_PAUSED && c->trailer_pause) {
+        c->trailer_pause = false;
+        const char *pos = llhttp_get_error_pos(&c->parser);
+        llhttp_resume(&c->parser);
+        conn_parse(c, pos, n - (size_t)(pos - data)); /* once a message: the trailer section */
+        return;
+    }
     if (e == HPE_OK) {
         /* Headers in, body not yet: a client that wrote them apart (Nagle) holds the body
          * until we ACK, and delayed ACK would cost it 40 ms. Ack now. */
@@ -929,6 +952,7 @@ static void conn_init_parser(struct conn *c)
     c->parser.data = c;
     llhttp_set_lenient_keep_alive(&c->parser, 0);
     memset(&c->scan, 0, sizeof(c->scan));
+    c->trailer_pause = false;
 }
 
 static void on_connection(uv_stream_t *ls, int status)
@@ -1208,6 +1232,7 @@ struct server *server_new(uv_loop_t *loop, const struct server_limits *lim,
     s->settings.on_header_value_complete = on_header_value_complete;
     s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_body = on_body;
+    s->settings.on_chunk_header = on_chunk_header;
     s->settings.on_message_complete = on_message_complete;
     uv_check_init(loop, &s->check);
     s->check.data = s;

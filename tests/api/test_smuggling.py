@@ -77,6 +77,10 @@ CASES = [
     ("chunk-size-space", post(b"Transfer-Encoding: chunked\r\n", b"5 3\r\nhello\r\n0\r\n\r\n")),
     ("chunk-size-sign", post(b"Transfer-Encoding: chunked\r\n", b"+5\r\nhello\r\n0\r\n\r\n")),
     ("chunk-trailer-bare-lf", post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX: y\n\r\n")),
+    ("chunk-trailer-bare-cr", post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX: a\rb\r\n\r\n")),
+    ("chunk-trailer-obs-fold", post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX: a\r\n b\r\n\r\n")),
+    ("chunk-end-bare-cr", post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r")),
+    ("chunk-trailers-end-bare-cr", post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX: a\r\n\r")),
     # Transfer-Encoding variants (TE.TE)
     ("te-chunked-identity", post(b"Transfer-Encoding: chunked, identity\r\n", CHUNKED_HELLO)),
     ("te-identity", post(b"Transfer-Encoding: identity\r\n", b"hello")),
@@ -192,6 +196,26 @@ def test_well_formed_neighbours_still_served(shared):
             statuses.append(status)
         # POST /health is a 405 (the body framed and read), GET /health a 200, /smuggled a 404
         assert statuses == [405] * 6 + [200, 200, 404], statuses
+    finally:
+        sock.close()
+
+
+def test_framing_split_across_reads(shared):
+    """The head scan and the trailer pause keep their place when every byte is its own read."""
+    sock = rawhttp.connect(shared.port)
+    try:
+        raw = post(b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+        for i in range(len(raw)):
+            sock.sendall(raw[i:i + 1])
+            time.sleep(0.002)
+        status, headers, _, buf = rawhttp.read_response(sock)
+        assert status == 405 and headers["connection"] == "keep-alive"
+        for b in b"GET /health HTTP/1.1\r\nHost: x\r\n\r":
+            sock.sendall(bytes([b]))
+            time.sleep(0.002)
+        sock.sendall(b"X")  # a bare CR at the end of the head, in its own read
+        responses, closed = read_all(sock)
+        assert [r[0] for r in responses] == [400] and closed
     finally:
         sock.close()
 
