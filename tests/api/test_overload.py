@@ -1,0 +1,236 @@
+"""Overload and slow clients at small scale (the long form is tools/check soak): requests past
+--max-inflight are shed with 503 + Retry-After in the surface's format while /health answers;
+slowloris connections are cut by the header timeout while others are served; a pipelining
+client that never reads cannot make the server queue response after response; a WebSocket
+client that stops reading is cut off at its send-queue cap while another keeps talking."""
+import asyncio
+import json
+import os
+import re
+import socket
+import sys
+import threading
+import time
+
+import httpx
+import websockets
+
+import accounts
+import contract
+import rawhttp
+from conftest import Api, Server
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "../../tools/check.d"))
+import soak_ws  # noqa: E402
+
+RANGE = ("time_range%5Bstart%5D=2026-01-01T00:00:00Z&time_range%5Bend%5D=2026-02-01T00:00:00Z")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def ws_active(api):
+    text = api.get("/metrics", validate=False).text
+    return int(re.search(r"^ws_connections_active\S* (\d+)", text, re.M).group(1))
+
+
+def admin_token(s, api):
+    accounts.tenant(s.data, "Load", "load.example")
+    accounts.user(s.data, "load.example", "admin@load.example", "admin")
+    return accounts.login(api, "admin@load.example")["access_token"]
+
+
+def burst(port, reqs):
+    """Every request on its own connection, all written before any answer is read."""
+    socks = [rawhttp.connect(port, timeout=20) for _ in reqs]
+    for s, (_, raw) in zip(socks, reqs):
+        s.sendall(raw)
+    out = []
+    for s, (path, _) in zip(socks, reqs):
+        status, headers, body, _ = rawhttp.read_response(s)
+        out.append((path, status, headers, body))
+        s.close()
+    return out
+
+
+def as_httpx(status, headers, body):
+    return httpx.Response(status, headers=headers, content=body)
+
+
+def test_past_max_inflight_requests_are_shed_with_retry_after():
+    s = Server("--max-inflight", "3", "--rate-limit", "analytics=1000000/60",
+               "--rate-limit", "default=1000000/60")
+    api = Api(s)
+    try:
+        auth = "Authorization: Bearer " + admin_token(s, api)
+        heavy = []
+        for i in range(40):  # pool routes: each stays in flight while a worker runs it
+            path = (f"/api/v1/analytics/metrics?metric_type=revenue&granularity=daily&{RANGE}"
+                    if i % 2 else f"/api/v1/tickets?page={i + 1}")
+            heavy.append((path, f"GET {path} HTTP/1.1\r\nHost: t\r\n{auth}\r\n\r\n".encode()))
+        health = [("/health", b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")] * 8
+        reqs = heavy[:20] + health + heavy[20:]
+        shed = []
+        for _ in range(5):  # a burst that happened to be read one request at a time sheds none
+            out = burst(s.port, reqs)
+            for path, status, headers, body in out:
+                if path == "/health":
+                    assert status == 200, body  # never shed
+                else:
+                    assert status in (200, 503), (path, status, body)
+            shed = [o for o in out if o[1] == 503]
+            if shed:
+                break
+        assert shed, "40 concurrent pool requests with --max-inflight 3: none was shed"
+        surfaces = set()
+        for path, status, headers, body in shed:
+            assert headers.get("retry-after") == "1"
+            contract.check("GET", path, as_httpx(status, headers, body))  # the surface's format
+            err = json.loads(body)
+            if path.startswith("/api/v1/analytics"):
+                assert err["success"] is False
+                assert err["error"]["code"] == "SERVICE_UNAVAILABLE"
+            surfaces.add(path.split("?")[0])
+        # the count of requests in flight returns to zero: nothing is shed once it is quiet
+        for path, _ in heavy[:6]:
+            r = api.get(path, headers={"Authorization": auth.split(": ", 1)[1]})
+            assert r.status_code == 200, r.text
+    finally:
+        api.close()
+        s.stop()
+
+
+def test_slowloris_connections_are_cut_and_others_served():
+    s = Server("--header-timeout", "2")
+    api = Api(s)
+    try:
+        slow = [rawhttp.connect(s.port, timeout=10) for _ in range(100)]
+        for k in slow:
+            k.sendall(b"GET /health HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        t0 = time.monotonic()
+        stop = threading.Event()
+
+        def drip():  # one more header byte per connection every 0.5 s
+            while not stop.is_set():
+                for k in slow:
+                    try:
+                        k.send(b"a")
+                    except OSError:
+                        pass
+                stop.wait(0.5)
+        t = threading.Thread(target=drip)
+        t.start()
+        lat = []
+        while time.monotonic() - t0 < 2.0:
+            a = time.monotonic()
+            assert api.get("/health").status_code == 200
+            lat.append(time.monotonic() - a)
+            time.sleep(0.01)
+        lat.sort()
+        p99 = lat[int(len(lat) * 0.99)]
+        assert p99 < 0.5, f"/health p99 {p99 * 1000:.0f} ms beside 100 slowloris connections"
+        cut = 0
+        for k in slow:  # each gets its 408 and the connection closes
+            status, _, _, _ = rawhttp.read_response(k)
+            assert status == 408
+            assert rawhttp.closed_by_peer(k, wait=3)
+            cut += 1
+        took = time.monotonic() - t0
+        stop.set()
+        t.join()
+        assert cut == 100 and took < 2 + 3, f"slow connections cut after {took:.1f} s"
+        for k in slow:
+            k.close()
+    finally:
+        api.close()
+        s.stop()
+
+
+def test_pipelining_client_that_never_reads_cannot_grow_memory(server):
+    req = b"GET /openapi/desk.json HTTP/1.1\r\nHost: t\r\n\r\n"
+    size = len(httpx.get(server.url + "/openapi/desk.json").content)
+    before = rss_kb(server.proc.pid)
+    k = socket.socket()
+    k.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    k.connect(("127.0.0.1", server.port))
+    k.setblocking(False)
+    sent = 0
+    for _ in range(300):  # 3,000 requests: 3,000 x the document if each were queued
+        try:
+            sent += k.send(req * 10)
+        except BlockingIOError:
+            break
+    time.sleep(2)
+    grown = (rss_kb(server.proc.pid) - before) / 1024
+    assert sent // len(req) >= 1000
+    assert grown < 32, f"RSS grew {grown:.0f} MiB for one socket ({size} B responses)"
+    assert httpx.get(server.url + "/health").status_code == 200
+    k.close()
+
+
+def test_pipelined_big_responses_all_arrive_to_a_reader(server):
+    """The same back-pressure must resume: a client that does read gets every response."""
+    req = b"GET /openapi/desk.json HTTP/1.1\r\nHost: t\r\n\r\n"
+    size = len(httpx.get(server.url + "/openapi/desk.json").content)
+    k = rawhttp.connect(server.port, timeout=20)
+    k.sendall(req * 40)
+    buf = b""
+    for _ in range(40):
+        status, _, body, buf = rawhttp.read_response(k, buf)
+        assert status == 200 and len(body) == size
+    k.close()
+
+
+def test_websocket_client_that_stops_reading_is_cut_off(tmp_path):
+    s = Server("--ws-send-queue-kb", "16", data=str(tmp_path))
+    api = Api(s)
+    url = f"ws://127.0.0.1:{s.port}/ws/ops"
+    talked = [0]
+    stop = threading.Event()
+    up = threading.Event()
+
+    def reader():  # a client that keeps reading: one snapshot per message sent
+        async def go():
+            async with websockets.connect(url) as ws:
+                await ws.recv()
+                up.set()
+                while not stop.is_set():
+                    await ws.send("again")
+                    assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "health"
+                    talked[0] += 1
+                    await asyncio.sleep(0.01)
+        asyncio.run(go())
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        assert up.wait(10)
+        stalled = soak_ws.stalled(s.port, "/ws/ops", "unused")
+        assert ws_active(api) == 2
+        frame = b"\x81\x81\x00\x00\x00\x00x"  # masked text "x": each asks for a snapshot
+        asked, gone = 0, False
+        while asked < 200_000 and not gone:
+            try:
+                stalled.sendall(frame * 2000)
+            except OSError:
+                break  # the server closed it
+            asked += 2000
+            time.sleep(0.02)
+            gone = ws_active(api) == 1
+        deadline = time.time() + 10
+        while not gone and time.time() < deadline:
+            gone = ws_active(api) == 1
+            time.sleep(0.05)
+        assert gone, f"the stalled session is still open after asking for {asked} snapshots"
+        code = soak_ws.close_code(stalled, timeout=5)
+        assert code in (1008, None)  # its close frame may sit behind the bytes it never read
+        stalled.close()
+        before = talked[0]
+        time.sleep(0.5)
+        assert talked[0] > before, "the reading client stopped getting answers"
+    finally:
+        stop.set()
+        t.join(15)
+        api.close()
+        s.stop()
