@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
@@ -54,10 +55,15 @@ ROLES = ("admin", "org_admin", "manager", "viewer", "learner", "trainer", "appro
 KEYS = ("read", "write", "internal")
 NOCRED = ("anon", "expired", "forged_tenant", "bad_signature")
 FULL_PRINCIPALS = tuple(f"role:{r}" for r in ROLES) + tuple(f"key:{k}" for k in KEYS) + \
-    ("tenant_c",) + NOCRED
+    ("tenant_c", "claims_escalated") + NOCRED
 # every route, fewer callers: the fast form in tools/test
 FAST_PRINCIPALS = ("role:admin", "role:master_admin", "role:viewer", "role:agent", "key:read",
-                   "key:internal", "tenant_c", "anon", "expired", "forged_tenant")
+                   "key:internal", "tenant_c", "claims_escalated", "anon", "expired",
+                   "forged_tenant")
+# what the route table says each caller holds: a role, or an API-key scope
+HOLDS = {**{f"role:{r}": ("role", r) for r in ROLES}, **{f"key:{k}": ("scope", k) for k in KEYS},
+         "tenant_c": ("role", "admin"),
+         "claims_escalated": ("role", "viewer")}  # a viewer whose token claims every role
 PASSWORD = "isolation-probe-pw"
 UUID_RX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 SURFACE_CODES = {400: {"BAD_REQUEST", "VALIDATION_ERROR"},
@@ -124,7 +130,9 @@ class Server:
         err = self.stderr()
         report = next((m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:")
                        if m in err), None)
-        return code, (err[err.index(report) - 200:][:3000] if report else None)
+        if report:
+            return code, err[max(0, err.index(report) - 200):][:4000]
+        return code, (None if code == 0 else "exit %d; log tail: %s" % (code, err[-2000:]))
 
 
 def admin(bin_path, data, *args, password=None):
@@ -156,8 +164,8 @@ def multipart(parts, boundary="isolation-probe-boundary"):
 class World:
     """Tenants, callers, B's objects (b[name] = id), B's markers and every id B was given."""
 
-    def __init__(self, bin_path, data):
-        self.bin, self.data = bin_path, data
+    def __init__(self, bin_path, data, principals=FULL_PRINCIPALS):
+        self.bin, self.data, self.principals = bin_path, data, principals
         self.mark = "zq" + secrets.token_hex(5)          # in every text field of B
         self.b = {}                                       # B's named objects
         self.a = {}                                       # A's, to mix with B's
@@ -168,6 +176,8 @@ class World:
         self.users = {}
         self.sent = set()                                 # strings A-side requests carried
         self.created = set()                              # (tenant, key) a create made
+        self.a_batches = []                               # A's batch ids (probe writes)
+        self.a_range = _range()
         self.api = None
         self.srv = None
 
@@ -208,17 +218,24 @@ def create_accounts(w):
                 "c": admin(bin_path, data, "create-tenant", "--name", "Probe C",
                            "--domain", "probe-c.example")}
     w.b_ids.add(w.tenant["b"]["id"].lower())
-    plan = [("a", r, f"{r}@probe-a.example", "Probe " + r) for r in ROLES]
+    # A's users: the roles probed, and those seeding and token minting use
+    need = {p.split(":")[1] for p in w.principals if p.startswith("role:")} | \
+        {"admin", "agent", "approver", "master_admin", "viewer"}
+    plan = [("a", r, f"{r}@probe-a.example", "Probe " + r) for r in ROLES if r in need]
     plan += [("b", r, f"{r}@b-{m}.example", f"B {r} {m}") for r in
              ("master_admin", "approver", "agent", "viewer")]
     plan += [("c", "admin", "admin@probe-c.example", "Probe C admin")]
-    for t, role, email, name in plan:
-        domain = {"a": "probe-a.example", "b": f"b-{m}.example", "c": "probe-c.example"}[t]
-        u = admin(bin_path, data, "create-user", "--tenant", domain, "--email", email,
-                  "--name", name, "--role", role, "--password-stdin", password=PASSWORD)
-        w.users[f"{t}:{role}"] = {**u, "email": email}
-        if t == "b":
-            w.b_ids.add(u["id"].lower())
+    domains = {"a": "probe-a.example", "b": f"b-{m}.example", "c": "probe-c.example"}
+
+    def one(p):
+        t, role, email, name = p
+        return admin(bin_path, data, "create-user", "--tenant", domains[t], "--email", email,
+                     "--name", name, "--role", role, "--password-stdin", password=PASSWORD)
+    with ThreadPoolExecutor(4) as ex:  # each hashes a password: use both cores
+        for (t, role, email, _), u in zip(plan, ex.map(one, plan)):
+            w.users[f"{t}:{role}"] = {**u, "email": email}
+            if t == "b":
+                w.b_ids.add(u["id"].lower())
     w.b["user"] = w.users["b:agent"]["id"]
     w.b["user_email"] = w.users["b:viewer"]["email"]
 
@@ -238,12 +255,17 @@ def seed_export_job(w):
 
 
 def login_all(w):
-    for key, u in w.users.items():
-        r = w.call("POST", "/api/v1/auth/login", expect=200,
-                   json={"email": u["email"], "password": PASSWORD})
-        w.tok[key] = r.json()["access_token"]
-        if key.startswith("b:"):
-            w.b["refresh_shape"] = "rt_" + secrets.token_hex(16)
+    def one(key):
+        with httpx.Client(base_url=w.srv.url, timeout=60) as c:
+            r = c.post("/api/v1/auth/login", json={"email": w.users[key]["email"],
+                                                   "password": PASSWORD})
+        if r.status_code != 200:
+            raise RuntimeError(f"seeding: login of {key}: {r.status_code} {r.text[:300]}")
+        return r.json()["access_token"]
+    with ThreadPoolExecutor(4) as ex:  # argon2id on the worker pool
+        for key, tok in zip(list(w.users), ex.map(one, list(w.users))):
+            w.tok[key] = tok
+    w.b["refresh_shape"] = "rt_" + secrets.token_hex(16)
 
 
 def seed_desk(w):
@@ -409,7 +431,8 @@ def seed_a(w):
 def make_principals(w):
     """headers per principal name (see FULL_PRINCIPALS)"""
     for r in ROLES:
-        w.headers[f"role:{r}"] = bearer(w.tok[f"a:{r}"])
+        if f"a:{r}" in w.tok:
+            w.headers[f"role:{r}"] = bearer(w.tok[f"a:{r}"])
     for k in KEYS:
         perms = [k] if k != "internal" else ["internal"]
         r = w.call("POST", "/api/v1/api-keys", "a:admin", 201,
@@ -427,6 +450,9 @@ def make_principals(w):
                                                    secret, algorithm="HS256"))
     w.headers["bad_signature"] = bearer(jwt.encode(claims, secrets.token_bytes(32),
                                                    algorithm="HS256"))
+    viewer = jwt.decode(w.tok["a:viewer"], options={"verify_signature": False})
+    w.headers["claims_escalated"] = bearer(jwt.encode({**viewer, "roles": list(ROLES)}, secret,
+                                                      algorithm="HS256"))
 
 
 def seed(w):
@@ -756,10 +782,30 @@ B_VIEWS = [
     ("GET", "/internal/ml/models", "b:internal"),
     ("GET", "/api/v1/tenant", "b:master_admin"),
 ]
+# A's views, compared before and after B's live writes (a ticket, an assignment, an order, an
+# interaction): B's data may not move A's lists or figures.
+A_VIEWS = [
+    ("GET", "/api/v1/tickets?limit=100", "a:admin", None),
+    ("GET", "/api/v1/dashboard/overview", "a:admin", None),
+    ("GET", "/api/v1/dashboard/analytics/tickets", "a:admin", None),
+    ("GET", "/api/v1/sla/metrics", "a:admin", None),
+    ("GET", "/api/v1/sla/breaches", "a:admin", None),
+    ("GET", "/api/v1/notifications", "a:agent", None),
+    ("GET", "/api/v1/analytics/metrics?metric_type=revenue&{range}", "a:admin", None),
+    ("GET", "/api/v1/analytics/metrics?metric_type=customers&{range}", "a:admin", None),
+    ("GET", "/api/v1/analytics/customers/segments?{range}", "a:admin", None),
+    ("GET", "/api/v1/analytics/products/performance?{range}", "a:admin", None),
+    ("GET", "/api/v1/data-quality/reports?{range}", "a:admin", None),
+    ("GET", "/api/v1/alerts", "a:admin", None),
+    ("GET", "/api/v1/ingest/sources?active_only=false", "a:admin", None),
+    ("POST", "/api/v1/recommendations", "a:admin", {"user_id": "kw-user-1", "count": 20}),
+]
+
 VOLATILE = {"timestamp", "request_id", "last_used_at", "uptime_seconds", "generated_at",
             "computed_at", "last_updated", "next_refresh", "last_evaluated_at", "last_login",
             "expires_at", "sla_status", "time_remaining_hours", "age", "current_value",
-            "processing_latency_ms", "remaining", "updated_at_ms", "risk_score"}
+            "processing_latency_ms", "remaining", "updated_at_ms", "risk_score", "query_time_ms",
+            "segmentation_date", "cache_hit", "latency_ms"}
 
 
 # ---------------------------------------------------------------- sending one probe
@@ -920,6 +966,10 @@ def live_phase(w, routes, principals, t):
              json={"source_id": w.b["source_w"], "data_type": "orders", "timestamp": iso(now_utc()),
                    "data": {"order_id": f"r{m}-order-live", "customer_id": w.b["customer_r"],
                             "created_at": iso(now_utc()), "total": 99.5}})
+    w.b_call("POST", "/internal/data/interactions", bearer(w.b_internal),
+             json={"interactions": [{"user_id": "kw-user-1", "item_id": i,
+                                     "interaction_type": "purchase"}
+                                    for i in (w.b["item_r"], w.b["item_w"])]})
     deadline = time.time() + 15   # the incident's 3.6 s response deadline, then the timer
     while time.time() < deadline:
         drain_all(list(b_socks.values()), 0.1)
@@ -1004,7 +1054,7 @@ class Tally:
     def __init__(self):
         self.sent = 0
         self.warmed = 0
-        self.leaks, self.fivexx, self.malformed, self.badcred = [], [], [], []
+        self.leaks, self.fivexx, self.malformed, self.badcred, self.perm = [], [], [], [], []
         self.statuses = {}
 
     def note(self, bucket, route, who, status, why, body=b""):
@@ -1036,8 +1086,18 @@ def judge(w, t, route, who, req, status, headers, body, rid, strip):
     elif status == 409 and req["conflict_key"] and \
             (tenant_of(who), req["conflict_key"]) not in w.created:
         t.note(t.leaks, key, who, status, "409: a key only B holds is visible", body)
+    if ok and key == "POST /api/v1/ingest/batch" and tenant_of(who) == "a":
+        try:
+            w.a_batches.append(json.loads(body)["data"]["batch_id"])
+        except (ValueError, KeyError, TypeError):
+            pass
     if ok and req["conflict_key"]:
         w.created.add((tenant_of(who), req["conflict_key"]))
+    kind, held = HOLDS.get(who, (None, None))
+    if ok and kind and not public and \
+            held not in (route["roles"] if kind == "role" else route["scopes"]):
+        t.note(t.perm, key, who, status,
+               f"2xx though the route's permission {route['permission']} is not held", body)
     if who in NOCRED and not public:
         if ok:
             t.note(t.badcred, key, who, status, "2xx without a valid credential", body)
@@ -1122,6 +1182,27 @@ def b_snapshot(w):
     return out
 
 
+def a_snapshot(w):
+    rng = str(httpx.QueryParams(w.a_range))
+    out = {}
+    for method, tmpl, who, body in A_VIEWS:
+        path = tmpl.replace("{range}", rng)
+        r = w.api.request(method, path, headers=bearer(w.tok[who]),
+                          **({"json": body} if body else {}))
+        doc = normalise(r.json()) if r.headers.get("content-type", "").startswith(
+            "application/json") else r.text
+        out[f"{method} {tmpl} as {who}"] = (r.status_code, doc)
+    return out
+
+
+def wait_a_batches(w):
+    """A's batches from the probe run as jobs: let them finish before A's views are read."""
+    for bid in w.a_batches:
+        w.wait(f"A's batch {bid}", lambda: w.call(
+            "GET", f"/api/v1/ingest/batches/{bid}/status", "a:admin").json()["data"]["status"]
+            != "processing")
+
+
 def run_controls(w, routes):
     """(passed, problems): B's own reads through the probe's rules answer 2xx with B's data."""
     by_key = {f"{r['method']} {r['path']}": r for r in routes}
@@ -1200,6 +1281,7 @@ class Result:
         self.changed = []
         self.controls = (0, [])
         self.live = (0, 0, [])
+        self.a_moved = []
         self.exit_code = None
         self.sanitizer = None
         self.principals = ()
@@ -1219,7 +1301,7 @@ def run(bin_path, principals=FULL_PRINCIPALS, log=print):
     res.unprobed = sorted(k for k in keys if k not in RULES)
     res.stale_rules = sorted(k for k in RULES if k not in keys)
     with tempfile.TemporaryDirectory(prefix="tessera-isolation-") as data:
-        w = World(bin_path, data)
+        w = World(bin_path, data, principals)
         seed(w)
         w.srv = Server(bin_path, data, rate_flags(routes))
         try:
@@ -1236,7 +1318,12 @@ def run(bin_path, principals=FULL_PRINCIPALS, log=print):
             res.changed = [f"{k}: {diff(before[k], after[k])}" for k in before
                            if before[k] != after[k]]
             t2 = time.time()
+            wait_a_batches(w)
+            a_before = a_snapshot(w)
             res.live = live_phase(w, routes, principals, res.tally)
+            a_after = a_snapshot(w)
+            res.a_moved = [f"{k}: {diff(a_before[k], a_after[k])}" for k in a_before
+                           if a_before[k] != a_after[k]]
             log(f"live phase: {time.time() - t2:.1f} s; main probe {t2 - t1:.1f} s")
             probe_routes(w, client, [r for r in routes if keys_(r) in LAST], principals, res)
             client.close()
@@ -1262,7 +1349,8 @@ def report(res, row, log=print):
     for title, items in (("route without a probe rule", res.unprobed),
                          ("rule for a route not in the table", res.stale_rules),
                          ("LEAK", t.leaks), ("5xx", t.fivexx), ("malformed denial", t.malformed),
-                         ("bad credential", t.badcred), ("B changed", res.changed),
+                         ("bad credential", t.badcred), ("permission", t.perm),
+                         ("B changed", res.changed), ("A moved", res.a_moved),
                          ("control", res.controls[1]), ("live", res.live[2])):
         for it in items[:40]:
             log(f"  {title}: {it}")
@@ -1280,8 +1368,11 @@ def report(res, row, log=print):
     row("denials not in the surface's error format", "0", len(t.malformed),
         not t.malformed and not res.error)
     row("bad credentials not answered 401", "0", len(t.badcred), not t.badcred and not res.error)
+    row("2xx for a caller the route's permission excludes", "0", len(t.perm),
+        not t.perm and not res.error)
     row("B's records changed by A-side calls", "0", len(res.changed),
         not res.changed and not res.error)
+    row("A's views moved by B's writes", "0", len(res.a_moved), not res.a_moved and not res.error)
     ok_controls = res.controls[0]
     row("controls: B reads its own objects by the probe's ids", f"{len(CONTROLS)}/{len(CONTROLS)}",
         f"{ok_controls}/{len(CONTROLS)}", ok_controls == len(CONTROLS) and not res.error)
