@@ -1,5 +1,5 @@
-/* WebSocket (RFC 6455): the Upgrade handshake, wslay sessions on upgraded connections, and a
- * channel hub that any thread can publish to. */
+/* WebSocket (RFC 6455): the Upgrade handshake, sessions on upgraded connections (our own frame
+ * reader, wslay for what we send), and a channel hub that any thread can publish to. */
 #include "http/ws.h"
 
 #include <assert.h>
@@ -29,6 +29,8 @@
 #define WS_FLUSH_ROUNDS 8                 /* wslay_event_send passes per flush */
 #define WS_CLOSE_GRACE_MS 1000            /* after our close: wait this long for the peer's */
 #define WS_CLOSE_POLL_MS 10               /* how often a closing session checks its write queue */
+#define WS_CTL_MAX 125                    /* payload bytes of a control frame (RFC 6455 5.5) */
+#define WS_MSG_KEEP (64u * 1024)          /* keep a message buffer this big between messages */
 
 struct ws_channel {
     struct ws_channel *next;              /* bucket chain */
@@ -62,6 +64,29 @@ struct ws_hub {
     char close_reason[WS_REASON_MAX + 1];
 };
 
+/* What we have read of the peer's frames (RFC 6455 5.2): the frame in progress, the message
+ * it belongs to, and how the stream ended. Fed any split of the bytes, it reaches the same
+ * verdicts, at the first byte that shows them. */
+struct ws_rx {
+    uint8_t hdr[14];                      /* the frame header being collected */
+    uint8_t hdr_len, hdr_need;            /* hdr_need: 2 until the length byte says more */
+    bool in_payload;                      /* the header is done: payload bytes follow */
+    bool fin;
+    uint8_t opcode;                       /* of the current frame */
+    uint8_t mask[4];
+    uint64_t left;                        /* payload bytes of this frame still to come */
+    uint64_t off;                         /* payload bytes of this frame so far (mask phase) */
+    uint8_t ctl[WS_CTL_MAX];              /* a control frame's payload */
+    size_t ctl_len;
+    uint8_t msg_opcode;                   /* WSLAY_TEXT_FRAME / _BINARY_FRAME; 0 = no message */
+    uint32_t utf8;                        /* UTF-8 state of the open text message (utf8_step) */
+    size_t msg_len;                       /* bytes in the open message */
+    struct buf msg;                       /* those bytes, kept only when a handler reads them */
+    bool failed;                          /* we failed the connection: only a close matters now */
+    bool closed;                          /* the peer's close arrived: nothing more is read */
+    uint16_t close_code;                  /* its status (1005 = none) */
+};
+
 struct ws_session {
     struct ws_hub *hub;                   /* NULL in memory mode */
     struct conn *conn;                    /* NULL once the connection has gone */
@@ -73,18 +98,21 @@ struct ws_session {
     struct ws_stats *stats;               /* the hub's, or the memory run's */
     struct ws_handlers h;
     void *user;
-    const uint8_t *in;                    /* bytes being fed to wslay; not owned */
-    size_t in_len;
     struct buf *out;                      /* frames wslay produced, not yet handed to conn */
     struct buf outbuf;
     uv_timer_t timer;                     /* keepalive, then close polling */
     uint64_t next_ping_ms;
     uint64_t ping_unanswered_ms;          /* first ping with no frame since; 0 = none */
     uint64_t close_deadline_ms;
-    int busy;                             /* depth inside wslay_event_recv or a handler */
+    struct ws_rx rx;
+    uint16_t close_code;                  /* our close, queued after what is queued before it */
+    uint8_t close_reason[WS_REASON_MAX];
+    size_t close_reason_len;
+    bool close_pending;                   /* close_code waits for the next flush */
+    int busy;                             /* depth inside session_feed or a handler */
     bool opened;                          /* on_open ran, so on_close is owed */
     bool linked;                          /* in hub->sessions and counted as active */
-    bool closing;                         /* we queued a close frame */
+    bool closing;                         /* we decided to close (close_pending or queued) */
     bool close_phase;                     /* a close frame went out; waiting to drop TCP */
     bool drop;                            /* drop the connection at the next timer tick */
     bool dead;                            /* the connection is gone; free when not busy */
@@ -293,23 +321,7 @@ static void channel_leave(struct ws_hub *hub, struct ws_session *s)
         channel_remove(hub, ch);
 }
 
-/* ---------- wslay callbacks (shared by connections and memory runs) ---------- */
-
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                          void *user)
-{
-    struct ws_session *s = user;
-    (void)flags;
-    if (s->in_len == 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    size_t n = len < s->in_len ? len : s->in_len;
-    memcpy(buf, s->in, n);
-    s->in += n;
-    s->in_len -= n;
-    return (ssize_t)n;
-}
+/* ---------- wslay: what we send ---------- */
 
 /* Collects frames in s->out; a full buffer means "write what you have, then come back". */
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
@@ -327,44 +339,13 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
     return (ssize_t)n;
 }
 
-static void ws_frame_start_cb(wslay_event_context_ptr ctx,
-                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
-{
-    struct ws_session *s = user;
-    (void)ctx;
-    (void)arg;
-    s->ping_unanswered_ms = 0; /* any frame proves the peer is there */
-}
-
-static void ws_frame_chunk_cb(wslay_event_context_ptr ctx,
-                              const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
-{
-    struct ws_session *s = user;
-    (void)ctx;
-    (void)arg;
-    s->ping_unanswered_ms = 0; /* a long frame still arriving counts as activity */
-}
-
-static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a,
-                      void *user)
-{
-    struct ws_session *s = user;
-    (void)ctx;
-    if (a->opcode != WSLAY_TEXT_FRAME && a->opcode != WSLAY_BINARY_FRAME)
-        return; /* wslay answers pings and echoes closes itself */
-    s->stats->messages_in++;
-    if (s->closing || s->dead || s->h.on_message == NULL)
-        return;
-    const char *text = a->msg ? (const char *)a->msg : "";
-    s->h.on_message(s, s->user, text, a->msg_length, a->opcode == WSLAY_BINARY_FRAME);
-}
-
+/* wslay only frames and queues what we send: its reader (1.1.1) answers broken control frames
+ * with an empty close instead of 1002, takes a one-byte close body for "no status", rejects the
+ * registered codes 1012-1014, restarts its close-reason UTF-8 check at byte 2 of every read
+ * (a reason split across reads is misjudged both ways) and queues its closes ahead of replies
+ * already queued. So the receive side below is ours and wslay_event_recv is never called. */
 static const struct wslay_event_callbacks ws_callbacks = {
-    .recv_callback = ws_recv_cb,
     .send_callback = ws_send_cb,
-    .on_frame_recv_start_callback = ws_frame_start_cb,
-    .on_frame_recv_chunk_callback = ws_frame_chunk_cb,
-    .on_msg_recv_callback = ws_msg_cb,
 };
 
 /* ---------- session core ---------- */
@@ -379,8 +360,9 @@ static struct ws_session *session_alloc(const struct ws_limits *lim, const struc
         free(s);
         return NULL;
     }
-    wslay_event_config_set_max_recv_msg_length(s->ctx, lim->max_message);
     s->lim = *lim;
+    s->rx.hdr_need = 2;
+    buf_init(&s->rx.msg, lim->max_message);
     if (h != NULL)
         s->h = *h;
     s->user = user;
@@ -436,17 +418,36 @@ static int session_flush(struct ws_session *s)
     return 0;
 }
 
-static void session_close_frame(struct ws_session *s, uint16_t code, const char *reason)
+/* Decides the close (the first decision wins; code 0 = a close without status). The frame is
+ * queued at the next flush, after the messages queued before it: wslay sends control frames
+ * ahead of queued data, and a reply owed before the close must not be lost to it. */
+static void session_close_bytes(struct ws_session *s, uint16_t code, const void *reason,
+                                size_t len)
 {
-    size_t len = reason ? strnlen(reason, WS_REASON_MAX) : 0;
-    s->closing = true;
-    int r = wslay_event_queue_close(s->ctx, code, (const uint8_t *)reason, len);
-    if (r < 0 && r != WSLAY_ERR_NO_MORE_MSG) {
-        session_drop(s);
+    if (s->closing)
         return;
-    }
+    s->closing = true;
+    s->close_pending = true;
+    s->close_code = code;
+    s->close_reason_len = len < WS_REASON_MAX ? len : WS_REASON_MAX;
+    if (s->close_reason_len > 0)
+        memcpy(s->close_reason, reason, s->close_reason_len);
     if (s->busy == 0)
         session_after_io(s);
+}
+
+static void session_close_frame(struct ws_session *s, uint16_t code, const char *reason)
+{
+    session_close_bytes(s, code, reason, reason ? strnlen(reason, WS_REASON_MAX) : 0);
+}
+
+static int session_queue_close(struct ws_session *s)
+{
+    s->close_pending = false;
+    int r = wslay_event_queue_close(s->ctx, s->close_code, s->close_reason, s->close_reason_len);
+    if (r < 0 && r != WSLAY_ERR_NO_MORE_MSG)
+        return -ENOMEM;
+    return session_flush(s);
 }
 
 static void session_slow_close(struct ws_session *s)
@@ -474,7 +475,7 @@ static void session_after_io(struct ws_session *s)
 {
     if (s->dead || s->drop)
         return;
-    if (session_flush(s) < 0) {
+    if (session_flush(s) < 0 || (s->close_pending && session_queue_close(s) < 0)) {
         session_drop(s);
         return;
     }
@@ -485,8 +486,6 @@ static void session_after_io(struct ws_session *s)
     }
     if (wslay_event_get_close_sent(s->ctx))
         session_start_close_phase(s);
-    else if (!wslay_event_get_read_enabled(s->ctx) && !wslay_event_want_write(s->ctx))
-        session_drop(s);
 }
 
 static int session_queue(struct ws_session *s, uint8_t opcode, const void *p, size_t n)
@@ -510,19 +509,273 @@ static int session_queue(struct ws_session *s, uint8_t opcode, const void *p, si
     return 0;
 }
 
-/* Runs wslay over bytes from the peer; handlers it calls may queue, never free. */
+/* ---------- reading frames (RFC 6455 5) ---------- */
+
+/* One byte of strict UTF-8 (RFC 3629: no overlong forms, surrogates or code points past
+ * U+10FFFF). *st is 0 between characters, else the continuation bytes still due and the range
+ * the next one must fall in. False at the first byte no valid text can continue with. */
+static bool utf8_step(uint32_t *st, uint8_t c)
+{
+    uint32_t need = *st & 0xff, lo = (*st >> 8) & 0xff, hi = *st >> 16;
+    if (need > 0) {
+        if (c < lo || c > hi)
+            return false;
+        *st = need > 1 ? (need - 1) | 0x80u << 8 | 0xbfu << 16 : 0;
+        return true;
+    }
+    if (c < 0x80)
+        return true;
+    if (c < 0xc2 || c > 0xf4)
+        return false; /* a continuation, a 2-byte overlong lead, or past U+10FFFF */
+    if (c < 0xe0)
+        *st = 1 | 0x80u << 8 | 0xbfu << 16;
+    else if (c < 0xf0) /* E0: no overlongs; ED: no surrogates */
+        *st = 2 | (c == 0xe0 ? 0xa0u : 0x80u) << 8 | (c == 0xed ? 0x9fu : 0xbfu) << 16;
+    else /* F0: no overlongs; F4: nothing past U+10FFFF */
+        *st = 3 | (c == 0xf0 ? 0x90u : 0x80u) << 8 | (c == 0xf4 ? 0x8fu : 0xbfu) << 16;
+    return true;
+}
+
+static bool utf8_feed(uint32_t *st, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!utf8_step(st, p[i]))
+            return false;
+    return true;
+}
+
+/* Status codes a peer may send (7.4 and the IANA registry): 1004-1006 and 1015 never go on
+ * the wire, 1016-2999 are unassigned, 3000-4999 belong to libraries and applications. */
+static bool close_code_ok(uint16_t c)
+{
+    return (c >= 1000 && c <= 1014 && c != 1004 && c != 1005 && c != 1006) ||
+           (c >= 3000 && c <= 4999);
+}
+
+static bool opcode_is_control(uint8_t op)
+{
+    return (op & 0x8) != 0;
+}
+
+static bool opcode_known(uint8_t op)
+{
+    return op <= WSLAY_BINARY_FRAME || (op >= WSLAY_CONNECTION_CLOSE && op <= WSLAY_PONG);
+}
+
+/* _Fail the WebSocket Connection_ (7.1.7): close with code; from here on only the peer's close
+ * is looked for, so TCP can go as soon as the handshake is done. */
+static void rx_fail(struct ws_session *s, uint16_t code)
+{
+    struct ws_rx *rx = &s->rx;
+    if (rx->failed)
+        return;
+    rx->failed = true;
+    rx->msg_opcode = 0;
+    buf_release(&rx->msg);
+    log_msg(LOG_DEBUG, "websocket peer broke RFC 6455; closing with %u", (unsigned)code);
+    session_close_frame(s, code, NULL);
+}
+
+/* Judges the header as its bytes arrive, each rule at the first byte that can break it.
+ * Returns 1 with *ret_len once the header is complete, else 0. After a failure the header is
+ * still parsed (unjudged), to find where the frame ends. */
+static int rx_header_byte(struct ws_session *s, uint64_t *ret_len)
+{
+    struct ws_rx *rx = &s->rx;
+    const uint8_t *h = rx->hdr;
+    bool masked = (h[1] & 0x80) != 0;
+    if (rx->hdr_len == 1) {
+        rx->fin = (h[0] & 0x80) != 0;
+        rx->opcode = h[0] & 0x0f;
+        if (!rx->failed && ((h[0] & 0x70) != 0 || !opcode_known(rx->opcode)))
+            rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR); /* 5.2: no extension gives RSV a meaning */
+        else if (!rx->failed && opcode_is_control(rx->opcode) && !rx->fin)
+            rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR); /* 5.5: control frames are not fragmented */
+        return 0;
+    }
+    uint8_t len7 = h[1] & 0x7f;
+    size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    if (rx->hdr_len == 2) {
+        if (!rx->failed && !masked)
+            rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR); /* 5.1: a client masks every frame */
+        else if (!rx->failed && opcode_is_control(rx->opcode) && len7 > WS_CTL_MAX)
+            rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR); /* 5.5: at most 125 bytes */
+        rx->hdr_need = (uint8_t)(2 + ext + (masked ? 4 : 0));
+    }
+    uint64_t len = len7;
+    if (ext > 0 && rx->hdr_len >= 2 + ext) {
+        len = 0;
+        for (size_t k = 0; k < ext; k++)
+            len = len << 8 | h[2 + k];
+        /* 5.2: the minimal length encoding, and the most significant bit 0 */
+        if (!rx->failed && rx->hdr_len == 2 + ext &&
+            ((ext == 2 && len < 126) || (ext == 8 && (len < 65536 || len >> 63))))
+            rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR);
+    }
+    if (rx->hdr_len < rx->hdr_need)
+        return 0;
+    memset(rx->mask, 0, sizeof(rx->mask));
+    if (masked)
+        memcpy(rx->mask, h + 2 + ext, 4);
+    *ret_len = len;
+    return 1;
+}
+
+/* The header is in: where do this frame's bytes go? (5.4: a message is one data frame and
+ * continuations, control frames may come between them.) */
+static void rx_frame_begin(struct ws_session *s, uint64_t len)
+{
+    struct ws_rx *rx = &s->rx;
+    rx->hdr_len = 0;
+    rx->hdr_need = 2;
+    rx->in_payload = true;
+    rx->left = len;
+    rx->off = 0;
+    rx->ctl_len = 0;
+    if (rx->failed || opcode_is_control(rx->opcode))
+        return;
+    bool cont = rx->opcode == WSLAY_CONTINUATION_FRAME;
+    if (cont ? rx->msg_opcode == 0 : rx->msg_opcode != 0) {
+        rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR); /* nothing to continue, or a message inside one */
+        return;
+    }
+    if (!cont) {
+        rx->msg_opcode = rx->opcode;
+        rx->utf8 = 0;
+        rx->msg_len = 0;
+        rx->msg.len = 0;
+    }
+    if (len > s->lim.max_message - rx->msg_len)
+        rx_fail(s, WSLAY_CODE_MESSAGE_TOO_BIG); /* before any of it is buffered */
+}
+
+/* Unmasks n payload bytes into dst (which may be p). */
+static void rx_unmask(struct ws_rx *rx, uint8_t *dst, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = p[i] ^ rx->mask[(rx->off + i) & 3];
+    rx->off += n;
+}
+
+static void rx_payload(struct ws_session *s, const uint8_t *p, size_t n)
+{
+    struct ws_rx *rx = &s->rx;
+    uint8_t tmp[4096];
+    if (opcode_is_control(rx->opcode)) {
+        size_t k = n < WS_CTL_MAX - rx->ctl_len ? n : WS_CTL_MAX - rx->ctl_len;
+        rx_unmask(rx, rx->ctl + rx->ctl_len, p, k); /* k < n only past a failure */
+        rx->ctl_len += k;
+        return;
+    }
+    bool text = rx->msg_opcode == WSLAY_TEXT_FRAME;
+    bool keep = s->h.on_message != NULL; /* push-only routes check text without keeping it */
+    while (n > 0 && !rx->failed && (text || keep)) {
+        size_t k = n < sizeof(tmp) ? n : sizeof(tmp);
+        uint8_t *dst = tmp;
+        if (keep) {
+            if (buf_reserve(&rx->msg, k) < 0) {
+                rx_fail(s, WSLAY_CODE_INTERNAL_SERVER_ERROR); /* out of memory */
+                return;
+            }
+            dst = (uint8_t *)rx->msg.data + rx->msg.len;
+        }
+        rx_unmask(rx, dst, p, k);
+        if (text && !utf8_feed(&rx->utf8, dst, k)) {
+            rx_fail(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA); /* 8.1, at the first bad byte */
+            return;
+        }
+        if (keep)
+            rx->msg.len += k;
+        rx->msg_len += k;
+        p += k;
+        n -= k;
+    }
+    rx->msg_len += n; /* binary for a route that does not read messages */
+}
+
+/* The peer's close (5.5.1, 7.1.5): checked, then echoed (status and reason); nothing after it
+ * is read. After our own close it is the answer, and the handshake is done. */
+static void rx_close(struct ws_session *s)
+{
+    struct ws_rx *rx = &s->rx;
+    const uint8_t *p = rx->ctl;
+    size_t n = rx->ctl_len;
+    uint16_t code = n >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1005;
+    uint32_t st = 0;
+    rx->closed = true;
+    rx->close_code = code;
+    if (rx->failed)
+        return;
+    if (n == 1 || (n >= 2 && !close_code_ok(code)))
+        rx_fail(s, WSLAY_CODE_PROTOCOL_ERROR);
+    else if (n > 2 && (!utf8_feed(&st, p + 2, n - 2) || st != 0))
+        rx_fail(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA); /* the reason is UTF-8 */
+    else if (n >= 2)
+        session_close_bytes(s, code, p + 2, n - 2);
+    else
+        session_close_bytes(s, 0, NULL, 0); /* a close without status */
+}
+
+static void rx_deliver(struct ws_session *s)
+{
+    struct ws_rx *rx = &s->rx;
+    bool binary = rx->msg_opcode == WSLAY_BINARY_FRAME;
+    rx->msg_opcode = 0;
+    rx->msg_len = 0;
+    s->stats->messages_in++;
+    if (!s->closing && !s->dead && s->h.on_message != NULL)
+        s->h.on_message(s, s->user, buf_cstr(&rx->msg), rx->msg.len, binary);
+    if (rx->msg.cap > WS_MSG_KEEP)
+        buf_release(&rx->msg);
+    else
+        rx->msg.len = 0;
+}
+
+static void rx_frame_end(struct ws_session *s)
+{
+    struct ws_rx *rx = &s->rx;
+    rx->in_payload = false;
+    if (rx->opcode == WSLAY_CONNECTION_CLOSE) {
+        rx_close(s);
+    } else if (rx->failed) {
+        return;
+    } else if (rx->opcode == WSLAY_PING) {
+        session_queue(s, WSLAY_PONG, rx->ctl, rx->ctl_len); /* 5.5.2: the same payload */
+    } else if (rx->opcode != WSLAY_PONG && rx->fin) {
+        if (rx->msg_opcode == WSLAY_TEXT_FRAME && rx->utf8 != 0)
+            rx_fail(s, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA); /* ends inside a character */
+        else
+            rx_deliver(s);
+    }
+}
+
+/* Reads the peer's bytes, split anyhow; handlers it calls may queue, never free. */
 static void session_feed(struct ws_session *s, const char *bytes, size_t n)
 {
-    s->in = (const uint8_t *)bytes;
-    s->in_len = n;
+    struct ws_rx *rx = &s->rx;
+    const uint8_t *p = (const uint8_t *)bytes;
+    size_t i = 0;
+    s->ping_unanswered_ms = 0; /* any bytes prove the peer is there */
     s->busy++;
-    int r = wslay_event_recv(s->ctx);
+    while (i < n && !rx->closed && !s->drop && !s->dead) {
+        if (!rx->in_payload) {
+            uint64_t len;
+            rx->hdr[rx->hdr_len++] = p[i++];
+            if (rx_header_byte(s, &len) > 0) {
+                rx_frame_begin(s, len);
+                if (rx->left == 0)
+                    rx_frame_end(s);
+            }
+            continue;
+        }
+        size_t take = rx->left < n - i ? (size_t)rx->left : n - i;
+        rx_payload(s, p + i, take);
+        i += take;
+        rx->left -= take;
+        if (rx->left == 0)
+            rx_frame_end(s);
+    }
     s->busy--;
-    s->in = NULL;
-    s->in_len = 0;
-    if (r == WSLAY_ERR_NOMEM)
-        session_drop(s);
-    /* other failures (a frame-level protocol error) leave a close frame queued */
     session_after_io(s);
 }
 
@@ -588,7 +841,7 @@ static void session_keepalive(struct ws_session *s)
 static void session_close_poll(struct ws_session *s)
 {
     bool flushed = s->out->len == 0 && conn_write_queue_bytes(s->conn) == 0;
-    bool peer_closed = wslay_event_get_close_received(s->ctx);
+    bool peer_closed = s->rx.closed;
     if ((flushed && peer_closed) || session_now(s) >= s->close_deadline_ms)
         conn_close(s->conn);
 }
@@ -640,6 +893,7 @@ static void session_destroy(struct ws_session *s)
     wslay_event_context_free(s->ctx);
     s->ctx = NULL;
     buf_release(&s->outbuf);
+    buf_release(&s->rx.msg);
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, session_free_cb);
 }
@@ -927,8 +1181,7 @@ static void mem_result(const struct ws_session *s, struct ws__mem_result *ret)
     ret->stats = *s->stats;
     ret->close_sent = wslay_event_get_close_sent(s->ctx)
                           ? wslay_event_get_status_code_sent(s->ctx) : 0;
-    ret->close_received = wslay_event_get_close_received(s->ctx)
-                              ? wslay_event_get_status_code_received(s->ctx) : 0;
+    ret->close_received = s->rx.closed ? s->rx.close_code : 0;
     ret->dropped = s->drop;
 }
 
@@ -956,6 +1209,7 @@ int ws__run_memory(const struct ws_limits *lim, const struct ws_handlers *h, voi
         s->h.on_close(s, s->user);
     wslay_event_context_free(s->ctx);
     buf_release(&s->outbuf);
+    buf_release(&s->rx.msg);
     free(s);
     return 0;
 }

@@ -15,9 +15,10 @@ struct ws__mem_result {
     bool dropped;               /* the session would drop the connection without a close */
 };
 
-/* Feeds data[0..n) as client bytes into a server session configured from lim (wslay, limits,
- * the same callbacks a connection uses), chunk bytes per read (0 = all in one read). Frames the
- * server sends are appended to out, whose max bounds them (full = the peer stopped reading).
+/* Feeds data[0..n) as client bytes into a server session configured from lim (the frame
+ * reader, wslay, limits: the code a connection runs), chunk bytes per read (0 = all in one
+ * read). Frames the server sends are appended to out, whose max bounds them (full = the peer
+ * stopped reading).
  * The session counts as unsubscribed: ws_session_channel() is "". h (may be NULL) gets
  * on_open/on_message/on_close and may call ws_session_send_text/ws_session_close.
  * Returns 0 with *ret filled, or -EINVAL / -ENOMEM (then *ret is untouched). */

@@ -449,6 +449,98 @@ static void test_slow_client(void)
     buf_release(&in);
 }
 
+/* ---------- RFC 6455 verdicts, whatever the read sizes ---------- */
+
+/* The one close code the session sends for in (run whole and bytewise by run()). */
+static uint16_t verdict(const struct buf *in, int *ret_messages)
+{
+    struct buf out;
+    struct ws__mem_result res;
+    struct got g;
+    memset(&g, 0, sizeof(g));
+    run(&test_lim, in, &g, &out, &res);
+    buf_release(&out);
+    *ret_messages = g.n;
+    return res.close_sent;
+}
+
+static void test_frames_rfc(void)
+{
+    struct buf in;
+    int n;
+    char p126[126];
+    memset(p126, 'p', sizeof(p126));
+    buf_init(&in, 1 << 20);
+#define VERDICT(build, code, msgs)                                  \
+    do {                                                             \
+        in.len = 0;                                                  \
+        build;                                                       \
+        CHECK(verdict(&in, &n) == (code) && n == (msgs));            \
+    } while (0)
+    /* 5.5: control frames are whole and at most 125 bytes: 1002, not an empty close */
+    VERDICT(frame(&in, 1, 0x9, 1, p126, 126), 1002, 0);
+    VERDICT(frame(&in, 1, 0x9, 1, p126, 125), 0, 0);
+    VERDICT((frame(&in, 0, 0x9, 1, "ab", 2), frame(&in, 1, 0x0, 1, "cd", 2)), 1002, 0);
+    /* 5.2: RSV bits with no extension, reserved opcodes, non-minimal lengths */
+    VERDICT(buf_append(&in, "\xc1\x81\x01\x02\x03\x04x", 7), 1002, 0);
+    VERDICT(frame(&in, 1, 0x3, 1, "x", 1), 1002, 0);
+    VERDICT(frame(&in, 1, 0xb, 1, "x", 1), 1002, 0);
+    VERDICT(buf_append(&in, "\x81\xfe\x00\x01\x01\x02\x03\x04x", 9), 1002, 0);
+    /* 5.4: a new message inside a fragmented one */
+    VERDICT((frame(&in, 0, 0x1, 1, "a", 1), frame(&in, 1, 0x2, 1, "b", 1)), 1002, 0);
+    /* 5.5.1: a one-byte close body, codes not for the wire, registered ones, the reason */
+    VERDICT(frame(&in, 1, 0x8, 1, "\x03", 1), 1002, 0);
+    VERDICT(close_frame(&in, 1015, ""), 1002, 0);
+    VERDICT(close_frame(&in, 2999, ""), 1002, 0);
+    VERDICT(close_frame(&in, 1012, ""), 1012, 0);
+    VERDICT(close_frame(&in, 4999, "\xc3\xa9t\xc3\xa9"), 4999, 0); /* split bytewise too */
+    VERDICT(close_frame(&in, 1000, "ok\xc3"), 1007, 0);
+    VERDICT(close_frame(&in, 1000, "\xed\xa0\x80"), 1007, 0);
+    VERDICT(frame(&in, 1, 0x8, 1, "", 0), 1005, 0); /* echoed without a status */
+    /* 8.1: invalid UTF-8 fails at the first bad byte, before the frame is complete */
+    VERDICT(buf_append(&in, "\x81\x8a\x00\x00\x00\x00" "ab\xf4\x90", 10), 1007, 0);
+    VERDICT((frame(&in, 0, 0x1, 1, "\xf0\x9f", 2), frame(&in, 1, 0x0, 1, "\x98\x80", 2)), 0, 1);
+    VERDICT((frame(&in, 0, 0x1, 1, "\xf0\x9f", 2), frame(&in, 1, 0x0, 1, "\x98", 1)), 1007, 0);
+    /* frames after the peer's close are not read */
+    VERDICT((close_frame(&in, 1000, ""), frame(&in, 1, 0x3, 1, "x", 1)), 1000, 0);
+#undef VERDICT
+
+    /* a reply queued before a close goes out before it (wslay would send the close first) */
+    struct buf out;
+    struct ws__mem_result res;
+    struct got g;
+    memset(&g, 0, sizeof(g));
+    g.echo = true;
+    in.len = 0;
+    frame(&in, 1, 0x1, 1, "hi", 2);
+    frame(&in, 1, 0x3, 1, "x", 1);
+    run(&test_lim, &in, &g, &out, &res);
+    CHECK(out.len == 8 && memcmp(out.data, "\x81\x02hi\x88\x02\x03\xea", 8) == 0);
+    buf_release(&out);
+
+    /* a route that reads no messages still has its text checked and its size capped */
+    for (size_t chunk = 0; chunk < 2; chunk++) {
+        static const struct ws_handlers push_only = {NULL, NULL, NULL};
+        char big[17];
+        memset(big, 'a', sizeof(big));
+        in.len = 0;
+        frame(&in, 1, 0x1, 1, "\xc0\xaf", 2);
+        buf_init(&out, 1 << 20);
+        CHECK(ws__run_memory(&test_lim, &push_only, NULL, (const uint8_t *)in.data, in.len,
+                             chunk, &out, &res) == 0 && res.close_sent == 1007);
+        buf_release(&out);
+        in.len = 0;
+        frame(&in, 1, 0x2, 1, big, 16);
+        frame(&in, 1, 0x2, 1, big, 17);
+        buf_init(&out, 1 << 20);
+        CHECK(ws__run_memory(&test_lim, &push_only, NULL, (const uint8_t *)in.data, in.len,
+                             chunk, &out, &res) == 0 && res.close_sent == 1009);
+        CHECK(res.stats.messages_in == 1);
+        buf_release(&out);
+    }
+    buf_release(&in);
+}
+
 /* ---------- hub without sessions ---------- */
 
 struct pub_arg {
@@ -503,6 +595,7 @@ int main(void)
     test_frames_bad();
     test_frames_limits();
     test_slow_client();
+    test_frames_rfc();
     test_hub(&loop, hub);
 
     uv_run(&loop, UV_RUN_DEFAULT);
