@@ -1135,6 +1135,7 @@ void rs_user_changed(const char *tenant_id, const char *user_id, int64_t newest_
 
 static const char SQL_HIST[] =
     "SELECT item_id, type, timestamp, created_at FROM rc_interactions "
+    "INDEXED BY rc_interactions_user "
     "WHERE tenant_id = ?1 AND user_id = ?2 ORDER BY timestamp DESC, id DESC LIMIT 10000";
 static const char SQL_USER_MAX_ID[] =
     "SELECT max(id) FROM rc_interactions WHERE tenant_id = ?1 AND user_id = ?2";
