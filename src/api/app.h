@@ -28,6 +28,7 @@ struct app {
     const char *spool_dir;      /* DATA/files/tmp: uploads in flight (same filesystem as files) */
     struct metrics_std *mstd;   /* the standard families (recs.md section 7) */
     int64_t started_ms;
+    struct tick_wait *tick_waits; /* responses waiting for the tick's outcome (dispatch.c) */
     bool ready;                 /* startup finished and not draining */
     bool draining;
     int inflight;               /* requests dispatched whose response is not out (shedding) */

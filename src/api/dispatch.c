@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "api/app.h"
 #include "api/observe.h"
@@ -27,6 +28,17 @@ struct pool_call {
     struct hctx *h;
     const struct route *route;
     int result;
+    int fault;                  /* storage fault the pool half met (db_fault_get) */
+};
+
+/* A response computed on the writer while the tick's transaction was open stands on that
+ * transaction: it may report the request's own writes, or read other requests' uncommitted
+ * ones. The server sends it only after dispatch_tick; if the transaction was rolled back
+ * instead of committed (a storage fault), the response is replaced by that error. */
+struct tick_wait {
+    struct hctx *h;
+    uint64_t tx;                /* db_tx_seq when the handler returned */
+    struct tick_wait *next;
 };
 
 static struct app *app_of(struct request *req)
@@ -145,19 +157,27 @@ static void audit_call(struct hctx *h)
     audit_write(h->app->db, &e);
 }
 
+/* The error body, and Retry-After for what passes (a rate limit, the overload or storage
+ * 503s, a full disk's 507). */
+static void error_respond(struct hctx *h, int r)
+{
+    if (r < TS_E_FIRST || r >= TS_E_LAST)
+        r = TS_E_INTERNAL; /* an errno leaked up: never shown to the client as such */
+    if (h->retry_after_s <= 0 && r != TS_E_RATE_LIMITED)
+        h->retry_after_s = err_retry_after(r);
+    api_error(h, r, h->err_message, h->err_field);
+    if (h->retry_after_s > 0 && (r == TS_E_RATE_LIMITED || err_retry_after(r) > 0)) {
+        char v[16];
+        snprintf(v, sizeof(v), "%d", h->retry_after_s);
+        http_header_add(h->req, "Retry-After", v);
+    }
+}
+
 static void finish(struct hctx *h, int r)
 {
     struct request *req = h->req;
-    if (r < 0) {
-        if (r < TS_E_FIRST || r >= TS_E_LAST)
-            r = TS_E_INTERNAL; /* an errno leaked up: never shown to the client as such */
-        api_error(h, r, h->err_message, h->err_field);
-        if ((r == TS_E_RATE_LIMITED || r == TS_E_UNAVAILABLE) && h->retry_after_s > 0) {
-            char v[16];
-            snprintf(v, sizeof(v), "%d", h->retry_after_s);
-            http_header_add(req, "Retry-After", v);
-        }
-    }
+    if (r < 0)
+        error_respond(h, r);
     if (req->status == 0)
         req->status = h->status;
     audit_call(h);
@@ -335,16 +355,102 @@ int dispatch_validate_body(struct hctx *h, unsigned flags)
     return 0;
 }
 
+/* ---- handlers and the tick ---- */
+
+static void tick_wait_add(struct hctx *h, uint64_t tx)
+{
+    struct tick_wait *w = arena_calloc(h->arena, sizeof(*w));
+    w->h = h;
+    w->tx = tx;
+    w->next = h->app->tick_waits;
+    h->app->tick_waits = w;
+}
+
+/* A storage fault SQLite reported on this thread since db_fault_clear (or prior, one from
+ * the pool half) is the answer, whatever the step made of the failed statement: an auth step
+ * that cannot read the session would say 401, a read loop that stops at the error would answer
+ * a short list with 200. */
+static int fault_override(struct hctx *h, int r, int prior)
+{
+    int f = db_fault_get();
+    if (f == 0)
+        f = prior;
+    if (f == 0)
+        return r;
+    h->err_message = NULL;
+    h->err_field = NULL;
+    return f;
+}
+
+/* Runs fn (a loop handler, or a pool handler's done half) on the writer, under the request's
+ * savepoint and the guard. A storage fault met meanwhile fails the request (fault_override)
+ * and rolls back what fn wrote. */
+static int writer_run(struct hctx *h, int (*fn)(struct hctx *h), int prior)
+{
+    struct app *app = h->app;
+    h->db = db_handle(app->db);
+    db_guard_arm(app->db);
+    db_request_start(app->db);
+    db_fault_clear();
+    int r = fn(h);
+    if (r != HANDLER_DEFERRED)
+        r = fault_override(h, r, prior);
+    db_request_end(app->db, r >= 0);
+    db_guard_disarm(app->db);
+    if (r != HANDLER_DEFERRED && db_tx_seq(app->db))
+        tick_wait_add(h, db_tx_seq(app->db));
+    return r;
+}
+
+/* The tick's transaction was rolled back: the response becomes the error, in the surface's
+ * format, with nothing of what the handler had put in it. */
+static void response_replace(struct hctx *h, int err)
+{
+    struct request *req = h->req;
+    buf_release(&req->out_headers);
+    buf_release(&req->out_body);
+    step_cors(req, h->app);
+    if (req->out_fd >= 0) {
+        close(req->out_fd);
+        req->out_fd = -1;
+    }
+    req->upgrade_cb = NULL;
+    req->content_type = "application/json";
+    h->ferrs = NULL;
+    h->nferrs = 0;
+    h->err_message = NULL;
+    h->err_field = NULL;
+    h->retry_after_s = 0;
+    error_respond(h, err);
+    req->status = h->status;
+    req->out_body = h->out;
+    buf_init(&h->out, OUT_MAX);
+}
+
+/* After the tick: responses whose transaction committed go out as they are, the others are
+ * replaced. Nothing may still wait once the server flushes (it frees the requests). */
+static void tick_waits_settle(struct app *app)
+{
+    for (struct tick_wait *w = app->tick_waits; w; w = w->next) {
+        int t = db_tx_result(app->db, w->tx);
+        if (t < 0)
+            response_replace(w->h, t);
+    }
+    app->tick_waits = NULL;
+}
+
 static void pool_call_work(struct pool_task *t, struct pool_worker *w)
 {
     struct pool_call *pc = (struct pool_call *)t;
     pc->h->db = w->db;
+    db_fault_clear();
     if (w->db == NULL)
         pc->result = TS_E_UNAVAILABLE;
     else if (pc->h->pool_work)
         pc->h->pool_work(pc->h);
     else
         pc->result = pc->route->handler(pc->h);
+    pc->fault = db_fault_get();
 }
 
 static void pool_call_done(struct pool_task *t, int status)
@@ -352,15 +458,10 @@ static void pool_call_done(struct pool_task *t, int status)
     struct pool_call *pc = (struct pool_call *)t;
     struct hctx *h = pc->h;
     int r = status < 0 ? TS_E_UNAVAILABLE : pc->result;
-    if (status == 0 && h->pool_done) {
-        struct app *app = h->app;
-        h->db = db_handle(app->db);
-        db_guard_arm(app->db);
-        db_request_start(app->db);
-        r = h->pool_done(h);
-        db_request_end(app->db, r >= 0);
-        db_guard_disarm(app->db);
-    }
+    if (status == 0 && h->pool_done)
+        r = writer_run(h, h->pool_done, pc->fault);
+    else if (status == 0)
+        r = fault_override(h, r, pc->fault);
     finish(h, r);
 }
 
@@ -387,18 +488,11 @@ int api_defer_to_pool(struct hctx *h, void (*work)(struct hctx *h), int (*done)(
 
 static void step_handler(struct hctx *h, const struct route *rt)
 {
-    struct app *app = h->app;
     int r;
-    if (rt->where == RUN_POOL) {
+    if (rt->where == RUN_POOL)
         r = pool_call_submit(h, rt);
-    } else {
-        h->db = db_handle(app->db);
-        db_guard_arm(app->db);
-        db_request_start(app->db);
-        r = rt->handler(h);
-        db_request_end(app->db, r >= 0);
-        db_guard_disarm(app->db);
-    }
+    else
+        r = writer_run(h, rt->handler, 0);
     if (r != HANDLER_DEFERRED)
         finish(h, r);
 }
@@ -418,6 +512,7 @@ void dispatch_request(struct request *req)
         return;
     }
     const struct route *rt = m.route;
+    db_fault_clear();
     if (r == 0)
         r = step_shed(h, rt);
     if (r == 0)
@@ -435,7 +530,7 @@ void dispatch_request(struct request *req)
     if (r == 0)
         r = dispatch_validate_body(h, rt->flags);
     if (r < 0) {
-        finish(h, r);
+        finish(h, fault_override(h, r, 0));
         return;
     }
     if (observe_cache_lookup(h, rt))
@@ -506,11 +601,17 @@ void dispatch_sent(struct request *req)
     log_request_done(&lr);
 }
 
+/* The server's tick: commit, then settle the responses that waited for it. Busy: < 0, the
+ * server retries. A commit that failed for storage (rolled back) still returns 0: its
+ * responses have become errors and go out now. */
 int dispatch_tick(void *arg)
 {
     struct app *app = arg;
     int r = db_tick_commit(app->db);
+    if (r == TS_E_BUSY)
+        return r;
     if (r == 0)
         observe_tick_committed(app); /* cached reads of tenants that wrote are now stale */
-    return r;
+    tick_waits_settle(app);
+    return 0;
 }

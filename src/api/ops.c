@@ -14,6 +14,11 @@ const char *app_version(void)
 
 static const char SQL_PING[] = "SELECT count(*) FROM schema_migrations";
 
+/* A storage fault (I/O error, full disk, failed allocation) this recent, with no commit since,
+ * makes the database unhealthy: the ping reads pages the cache most likely holds, so a disk
+ * that fails every write would still answer it. */
+#define OPS_FAULT_WINDOW_MS 10000
+
 /* A real query on the loop's connection: the database answers, or it does not. */
 const char *ops_check_database(struct app *app)
 {
@@ -21,7 +26,9 @@ const char *ops_check_database(struct app *app)
     int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
     if (st)
         sqlite3_reset(st);
-    return rc == SQLITE_ROW ? "healthy" : "unhealthy";
+    bool fault = db_fault_recent(OPS_FAULT_WINDOW_MS) < 0;
+    db_fault_clear(); /* reported here as the check's verdict, not as the request's failure */
+    return rc == SQLITE_ROW && !fault ? "healthy" : "unhealthy";
 }
 
 /* The worker pool: healthy with room in its queue, degraded when it is full or stopped. */

@@ -1,6 +1,7 @@
 /* The one table from Tessera error codes to HTTP status and each surface's JSON error code. */
 #include "core/err.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -86,6 +87,23 @@ const char *err_message(int err)
 int err_retry_after(int err)
 {
     return err_row_of(err)->retry_after_s;
+}
+
+int err_from_errno(int e)
+{
+    switch (e < 0 ? -e : e) {
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return TS_E_STORAGE_FULL;
+    case EIO:
+    case EROFS:
+        return TS_E_STORAGE;
+    case ENOMEM:
+        return TS_E_NO_MEMORY;
+    default:
+        return TS_E_INTERNAL;
+    }
 }
 
 static const char *const surface_names[SURF_COUNT] = {"lms",  "commerce", "learning",

@@ -47,6 +47,10 @@ int err_http_status_in(int err, enum surface s);    /* as the surface's contract
 const char *err_code(int err, enum surface s);      /* stable JSON "code" */
 const char *err_message(int err);                   /* default human message */
 int err_retry_after(int err);                       /* Retry-After seconds for it, or 0 */
+/* The error for a failed file operation's errno (either sign): a full disk (ENOSPC, EDQUOT,
+ * EFBIG) TS_E_STORAGE_FULL, an I/O error (EIO, EROFS) TS_E_STORAGE, ENOMEM TS_E_NO_MEMORY,
+ * anything else TS_E_INTERNAL. */
+int err_from_errno(int e);
 const char *surface_name(enum surface s);
 int surface_from_name(const char *name);            /* -1 if unknown */
 #endif

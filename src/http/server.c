@@ -600,10 +600,11 @@ static int body_spool_open(struct server *s, struct request *req)
     req->body_path = arena_printf(req->arena, "%s/tessera-body-XXXXXX", dir ? dir : "/tmp");
     req->body_fd = mkstemp(req->body_path);
     if (req->body_fd < 0) {
+        int e = errno;
         log_msg(LOG_ERROR, "cannot create spool file in %s: %s", dir ? dir : "/tmp",
-                strerror(errno));
+                strerror(e));
         req->body_path = NULL;
-        return -1;
+        return -e;
     }
     return 0;
 }
@@ -615,7 +616,7 @@ static int body_spool_write(struct request *req, const char *at, size_t n)
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            return -1;
+            return w < 0 ? -errno : -ENOSPC;
         at += w;
         n -= (size_t)w;
     }
@@ -686,8 +687,9 @@ static int on_headers_complete(llhttp_t *p)
         c->pending_err = TS_E_TOO_LARGE;
         return -1;
     }
-    if (req->spool && body_spool_open(c->srv, req) < 0) {
-        c->pending_err = TS_E_INTERNAL;
+    int sr = req->spool ? body_spool_open(c->srv, req) : 0;
+    if (sr < 0) {
+        c->pending_err = err_from_errno(sr); /* a full disk is 507, not 500 */
         return -1;
     }
     const char *expect = http_header_get(req, "Expect");
@@ -708,7 +710,7 @@ static int on_body(llhttp_t *p, const char *at, size_t n)
     req->body_size += n;
     int r = req->body_fd >= 0 ? body_spool_write(req, at, n) : buf_append(&req->body, at, n);
     if (r < 0) {
-        c->pending_err = req->body_fd >= 0 ? TS_E_INTERNAL : TS_E_TOO_LARGE;
+        c->pending_err = req->body_fd >= 0 ? err_from_errno(r) : TS_E_TOO_LARGE;
         return -1;
     }
     return 0;

@@ -25,6 +25,7 @@ struct write_req {
     int result;
     bool done;
     struct write_req *next;
+    uint64_t tx;                 /* the tick transaction it was applied in (db_tx_seq) */
 };
 
 struct jobs {
@@ -97,6 +98,17 @@ static void writes_wake_all(struct jobs *j, struct write_req *list, int result)
     pthread_mutex_unlock(&j->mu);
 }
 
+/* Loop, after the tick: a write whose transaction was rolled back (a storage fault, by whichever
+ * commit ended it) fails with that error instead of reporting success. */
+static void writes_outcome(struct jobs *j, struct write_req *list)
+{
+    for (struct write_req *w = list; w; w = w->next) {
+        int t = db_tx_result(j->db, w->tx);
+        if (t < 0 && w->result >= 0)
+            w->result = t;
+    }
+}
+
 /* Loop: applies every queued request under its own savepoint, commits, then wakes the
  * workers. A busy commit keeps them waiting; the next wake-up retries it. */
 static void writes_apply(uv_async_t *a)
@@ -120,17 +132,19 @@ static void writes_apply(uv_async_t *a)
             r = w->apply(j->db, w->arg);
         db_request_end(j->db, r >= 0);
         w->result = r;
+        w->tx = db_tx_seq(j->db);
         w->next = j->applied;
         j->applied = w;
     }
     if (j->applied == NULL)
         return;
-    if (db_tick_commit(j->db) < 0) {
+    if (db_tick_commit(j->db) == TS_E_BUSY) {
         uv_async_send(&j->wake); /* another process holds the lock: retry */
         return;
     }
     struct write_req *done = j->applied;
     j->applied = NULL;
+    writes_outcome(j, done);
     if (j->on_commit)
         j->on_commit(j->on_commit_arg);
     writes_wake_all(j, done, 0);
@@ -158,7 +172,8 @@ int job_write(struct job_run *r, job_apply_fn apply, void *arg)
  * commit first. */
 static void writes_stop(struct jobs *j)
 {
-    if (j->applied && db_tick_commit(j->db) == 0) {
+    if (j->applied && db_tick_commit(j->db) != TS_E_BUSY) {
+        writes_outcome(j, j->applied);
         writes_wake_all(j, j->applied, 0);
         j->applied = NULL;
     }

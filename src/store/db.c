@@ -2,8 +2,10 @@
 #include "store/db.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +36,21 @@ struct checkpointer {
     int64_t runs;
 };
 
+/* How the last tick transactions ended, by number, for db_tx_result. A handful end per loop
+ * iteration (the server's, the mailer's and the jobs' commits); 64 is far more. */
+#define TX_RING 64
+
 struct db {
     sqlite3 *h;
     struct checkpointer ckpt;
     bool in_tx;
+    uint64_t tx_seq;             /* number of the tick transaction, counting BEGINs */
+    bool committing;             /* db_tick_commit's COMMIT is running (commit_hook_cb) */
+    bool must_rollback;          /* a failed tick whose ROLLBACK failed too: retried */
+    struct {
+        uint64_t seq;
+        int err;
+    } tx_ring[TX_RING];
     bool request_open, savepoint_set, keep;
     int guard_ms;
     uint64_t guard_deadline_ns;  /* 0 = disarmed */
@@ -164,9 +177,119 @@ int db_err(int rc)
         return TS_E_CONFLICT;
     case SQLITE_TOOBIG:
         return TS_E_TOO_LARGE;
+    case SQLITE_FULL:
+        return TS_E_STORAGE_FULL;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_CORRUPT: /* what storage handed back is not what was written (an EIO on read
+                          * comes back as this, via SQLITE_IOERR_CORRUPTFS) */
+        return TS_E_STORAGE;
+    case SQLITE_NOMEM:
+        return TS_E_NO_MEMORY;
     default:
         return TS_E_INTERNAL;
     }
+}
+
+/* ---------- storage faults ----------
+ * SQLite reports every statement that fails to its error log (SQLITE_CONFIG_LOG), with the
+ * result code, on the thread that ran it. A storage fault (I/O error, full disk, failed
+ * allocation, pages that read back corrupt) is kept per thread, so the dispatcher can answer the request that met one with
+ * 503/507 whatever its handler made of the failed step (a read loop that stops at the error
+ * would otherwise answer a short list with 200), and process-wide with its time, for /health. */
+
+static _Thread_local int thread_fault;      /* SQLite result code; 0: none since the clear */
+static _Atomic int64_t fault_last_ms;       /* process-wide: the last fault, and when */
+static _Atomic int fault_last_rc;
+static _Atomic int64_t commit_last_ms;      /* the last tick that committed */
+
+static bool rc_is_fault(int rc)
+{
+    int p = rc & 0xFF;
+    return p == SQLITE_IOERR || p == SQLITE_FULL || p == SQLITE_NOMEM || p == SQLITE_CANTOPEN ||
+           p == SQLITE_CORRUPT;
+}
+
+static void fault_note(int rc)
+{
+    if (!rc_is_fault(rc))
+        return;
+    if (thread_fault == 0 || (rc & 0xFF) == SQLITE_FULL) /* a full disk says the most */
+        thread_fault = rc;
+    atomic_store(&fault_last_rc, rc);
+    atomic_store(&fault_last_ms, clock_now_ms());
+}
+
+static void sqlite_log_cb(void *arg, int rc, const char *msg)
+{
+    (void)arg, (void)msg;
+    fault_note(rc);
+}
+
+void db_fault_clear(void)
+{
+    thread_fault = 0;
+}
+
+int db_fault_get(void)
+{
+    return thread_fault ? db_err(thread_fault) : 0;
+}
+
+int db_fault_recent(int64_t window_ms)
+{
+    int64_t at = atomic_load(&fault_last_ms), now = clock_now_ms();
+    if (at == 0 || now - at > window_ms || atomic_load(&commit_last_ms) > at)
+        return 0;
+    return db_err(atomic_load(&fault_last_rc));
+}
+
+/* Failure injection for tests (tests/api/test_faults.py, tools/check faults): when the process
+ * runs under libfiu's fiu-run, libfiu is loaded, and SQLite's allocator is wrapped so that
+ * every allocation fails while the point "tessera/sqlite/malloc" is enabled (fiu-ctrl) — the
+ * way SQLite's own OOM tests fail its allocator (SQLITE_CONFIG_MALLOC). SQLite is built to
+ * survive a failed allocation; Tessera's own small allocations abort instead (src/core/arena.c),
+ * as redis does, so failing libc's malloc as a whole is not a fault the server claims to
+ * survive. Without libfiu nothing is wrapped. */
+#define FAULT_SQLITE_MALLOC "tessera/sqlite/malloc"
+static int (*fiu_fail_fn)(const char *name);
+static sqlite3_mem_methods mem_base;
+
+static void *fault_malloc(int n)
+{
+    if (fiu_fail_fn(FAULT_SQLITE_MALLOC)) {
+        fault_note(SQLITE_NOMEM);
+        return NULL;
+    }
+    return mem_base.xMalloc(n);
+}
+
+static void *fault_realloc(void *p, int n)
+{
+    if (fiu_fail_fn(FAULT_SQLITE_MALLOC)) {
+        fault_note(SQLITE_NOMEM);
+        return NULL;
+    }
+    return mem_base.xRealloc(p, n);
+}
+
+/* Before SQLite's first use in the process (db_open is the server's). */
+static void faults_init(void)
+{
+    static bool done;
+    if (done)
+        return;
+    done = true;
+    sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log_cb, NULL);
+    *(void **)&fiu_fail_fn = dlsym(RTLD_DEFAULT, "fiu_fail");
+    if (fiu_fail_fn == NULL || sqlite3_config(SQLITE_CONFIG_GETMALLOC, &mem_base) != SQLITE_OK)
+        return;
+    sqlite3_mem_methods m = mem_base;
+    m.xMalloc = fault_malloc;
+    m.xRealloc = fault_realloc;
+    if (sqlite3_config(SQLITE_CONFIG_MALLOC, &m) == SQLITE_OK)
+        log_msg(LOG_WARN, "libfiu is loaded: SQLite allocations fail while the fiu point "
+                          FAULT_SQLITE_MALLOC " is enabled");
 }
 
 static int exec(sqlite3 *h, const char *sql, char *err, size_t errlen)
@@ -261,6 +384,15 @@ static int guard_cb(void *arg)
     return 0;
 }
 
+/* Only the tick commits. After SQLite has rolled the tick's transaction back by itself (see
+ * tx_lost), a later statement would run, and commit, on its own: part of a request made
+ * durable while the rest of it was lost. Vetoed, that statement fails instead. */
+static int commit_hook_cb(void *arg)
+{
+    struct db *db = arg;
+    return db->in_tx && !db->committing;
+}
+
 static void *ckpt_main(void *arg)
 {
     struct checkpointer *c = arg;
@@ -340,6 +472,7 @@ static void ckpt_stop(struct db *db)
 int db_open(const char *path, bool durability_full, int guard_ms, struct db **ret, char *err,
             size_t errlen)
 {
+    faults_init(); /* before SQLite's first use, a test VFS's registration included */
     struct db *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return -ENOMEM;
@@ -374,6 +507,7 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
     }
     sqlite3_busy_timeout(db->h, 5);
     sqlite3_progress_handler(db->h, 1000, guard_cb, db);
+    sqlite3_commit_hook(db->h, commit_hook_cb, db);
     ckpt_start(db, path, durability_full);
     *ret = db;
     return 0;
@@ -384,8 +518,9 @@ struct db *db_close(struct db *db)
     if (db == NULL)
         return NULL;
     if (db->h) {
-        if (db->in_tx) {
+        if (db->in_tx && !sqlite3_get_autocommit(db->h)) {
             sqlite3_busy_timeout(db->h, 2000);
+            db->committing = true;
             if (exec(db->h, "COMMIT", NULL, 0) < 0)
                 log_msg(LOG_ERROR, "final commit failed: %s", sqlite3_errmsg(db->h));
         }
@@ -415,18 +550,89 @@ bool db_in_write(const struct db *db)
     return db->in_tx;
 }
 
+/* ---------- the tick's transaction ---------- */
+
+/* The tick's transaction has ended: committed (err 0) or rolled back (err < 0). */
+static void tx_ended(struct db *db, int err)
+{
+    db->in_tx = false;
+    db->tx_ring[db->tx_seq % TX_RING].seq = db->tx_seq;
+    db->tx_ring[db->tx_seq % TX_RING].err = err;
+    if (err < 0)
+        db->stats.tx_failures++;
+}
+
+/* After some I/O, disk-full and out-of-memory errors SQLite rolls the whole transaction back by
+ * itself ("Response To Errors Within A Transaction", lang_transaction.html). */
+static bool tx_lost(const struct db *db)
+{
+    return db->in_tx && sqlite3_get_autocommit(db->h);
+}
+
+/* What a transaction that was lost, or could not commit, fails its requests with. */
+static int tx_fault_err(int rc)
+{
+    if (rc == 0)
+        rc = thread_fault ? thread_fault : atomic_load(&fault_last_rc);
+    int r = db_err(rc);
+    return r == TS_E_STORAGE_FULL || r == TS_E_NO_MEMORY ? r : TS_E_STORAGE;
+}
+
+static void tx_check_lost(struct db *db)
+{
+    if (tx_lost(db)) {
+        log_msg(LOG_ERROR, "the tick's transaction was rolled back by SQLite: %s",
+                err_message(tx_fault_err(0)));
+        tx_ended(db, tx_fault_err(0));
+    }
+}
+
+/* Rolls back what SQLite still holds open; 0, or -1 when even that failed (retried by the
+ * next begin or commit: until it succeeds, nothing is written). */
+static int tx_abort(struct db *db)
+{
+    if (!sqlite3_get_autocommit(db->h))
+        sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+    db->must_rollback = !sqlite3_get_autocommit(db->h);
+    return db->must_rollback ? -1 : 0;
+}
+
+uint64_t db_tx_seq(const struct db *db)
+{
+    return db->in_tx ? db->tx_seq : 0;
+}
+
+int db_tx_result(const struct db *db, uint64_t seq)
+{
+    if (seq == 0)
+        return 0;
+    if (db->in_tx && seq == db->tx_seq)
+        return 1;
+    if (db->tx_ring[seq % TX_RING].seq == seq)
+        return db->tx_ring[seq % TX_RING].err;
+    return TS_E_STORAGE; /* too old to know: never claim a commit that may not have happened */
+}
+
 int db_write_begin(struct db *db)
 {
+    tx_check_lost(db);
+    if (db->must_rollback && tx_abort(db) < 0)
+        return TS_E_STORAGE;
     if (!db->in_tx) {
         int rc = sqlite3_exec(db->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-        if (rc != SQLITE_OK)
+        if (rc != SQLITE_OK) {
+            fault_note(rc);
             return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+        }
         db->in_tx = true;
+        db->tx_seq++;
     }
     if (db->request_open && !db->savepoint_set) {
         int rc = sqlite3_exec(db->h, "SAVEPOINT request", NULL, NULL, NULL);
-        if (rc != SQLITE_OK)
+        if (rc != SQLITE_OK) {
+            fault_note(rc);
             return db_err(rc) ? db_err(rc) : TS_E_INTERNAL;
+        }
         db->savepoint_set = true;
     }
     return 0;
@@ -448,30 +654,65 @@ int db_request_end(struct db *db, bool ok)
 {
     int rc = SQLITE_OK;
     stmts_sweep(db);
-    if (db->savepoint_set) {
+    if (db->savepoint_set && !tx_lost(db)) {
         if (!ok && !db->keep)
             rc = sqlite3_exec(db->h, "ROLLBACK TO request", NULL, NULL, NULL);
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db->h, "RELEASE request", NULL, NULL, NULL);
+        fault_note(rc);
     }
     db->request_open = false;
     db->savepoint_set = false;
-    return rc == SQLITE_OK ? 0 : TS_E_INTERNAL;
+    tx_check_lost(db);
+    return rc == SQLITE_OK ? 0 : tx_fault_err(rc);
+}
+
+/* Logs a failed tick at most once a second: a full disk fails every tick, and the log may
+ * well be on that disk. */
+static void tick_failure_log(int rc)
+{
+    static int64_t logged_ms;
+    static int64_t missed;
+    int64_t now = clock_now_ms();
+    if (now - logged_ms < 1000) {
+        missed++;
+        return;
+    }
+    log_msg(LOG_ERROR, "tick commit failed and was rolled back: %s (%lld more since the last "
+                       "report)", sqlite3_errstr(rc), (long long)missed);
+    logged_ms = now;
+    missed = 0;
 }
 
 int db_tick_commit(struct db *db)
 {
     stmts_sweep(db);
+    tx_check_lost(db);
+    if (db->must_rollback)
+        tx_abort(db);
     if (!db->in_tx)
         return 0;
+    db->committing = true;
     int rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
+    db->committing = false;
+    if (rc == SQLITE_OK) {
+        db->stats.commits++;
+        atomic_store(&commit_last_ms, clock_now_ms());
+        tx_ended(db, 0);
+        return 0;
+    }
+    if ((rc & 0xFF) == SQLITE_BUSY) {
         db->stats.busy_retries++;
         return TS_E_BUSY; /* the transaction stays open; COMMIT is retried next iteration */
     }
-    db->in_tx = false;
-    db->stats.commits++;
-    return 0;
+    /* I/O error, full disk, no memory: the tick's writes cannot be made durable. Roll them back
+     * and fail the requests that made them (db_tx_result) instead of retrying forever with every
+     * response held — which is what an open transaction would mean. */
+    fault_note(rc);
+    tick_failure_log(rc);
+    tx_abort(db);
+    tx_ended(db, tx_fault_err(rc));
+    return tx_fault_err(rc);
 }
 
 void db_guard_arm(struct db *db)
@@ -497,8 +738,9 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql)
             return s->stmt;
         }
         if (s->sql == NULL) {
-            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt, NULL) !=
-                SQLITE_OK) {
+            int rc = sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt, NULL);
+            if (rc != SQLITE_OK) {
+                fault_note(rc); /* reading the schema can fail too: not in SQLite's error log */
                 log_msg(LOG_ERROR, "prepare failed: %s: %s", sqlite3_errmsg(db->h), sql);
                 return NULL;
             }

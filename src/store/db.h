@@ -10,6 +10,7 @@ struct db;
 
 struct db_stats {
     int64_t commits, busy_retries, guard_interrupts, queries;
+    int64_t tx_failures;         /* tick transactions rolled back by a storage fault */
 };
 
 /* Opens (creating) path as the writer: WAL, synchronous NORMAL or FULL, foreign keys, a short
@@ -32,8 +33,22 @@ int db_request_end(struct db *db, bool ok);
 /* This request's writes stand even though it fails (a security event it must record, such
  * as revoking a refresh-token family on reuse). */
 void db_request_keep(struct db *db);
-/* Commits the tick's transaction, if any. 0 or TS_E_BUSY (retry next iteration). */
+/* Commits the tick's transaction, if any. 0; TS_E_BUSY (it stays open: retry next iteration);
+ * or, when it cannot be made durable (I/O error, full disk, no memory), TS_E_STORAGE,
+ * TS_E_STORAGE_FULL or TS_E_NO_MEMORY after rolling it back. */
 int db_tick_commit(struct db *db);
+/* The number of the open tick transaction (0: none). Whoever answers for a write keeps it and
+ * asks db_tx_result once the tick is over: 1 still open, 0 committed, or the error that rolled
+ * it back (a failed commit, or SQLite's own rollback after an I/O error). */
+uint64_t db_tx_seq(const struct db *db);
+int db_tx_result(const struct db *db, uint64_t seq);
+/* Storage faults SQLite reported on this thread (its error log): clear before a handler runs,
+ * get after it — 0, or TS_E_STORAGE / TS_E_STORAGE_FULL / TS_E_NO_MEMORY. */
+void db_fault_clear(void);
+int db_fault_get(void);
+/* The last storage fault in the process if it happened within window_ms and no tick has
+ * committed since (for /health and /ready); else 0. */
+int db_fault_recent(int64_t window_ms);
 /* Arms the loop-thread guard: statements stop (SQLITE_INTERRUPT) once guard_ms has passed. */
 void db_guard_arm(struct db *db);
 void db_guard_disarm(struct db *db);

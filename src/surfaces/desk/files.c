@@ -384,8 +384,8 @@ static int part_begin_cb(void *arg, const struct mp_part *p)
         filename_clean(p->filename, st->filename);
         declared_type(p->content_type, st->declared);
         st->fd = open(st->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (st->fd < 0)
-            return upload_fail(st, TS_E_INTERNAL, NULL, "cannot store the file");
+        if (st->fd < 0) /* a full disk is 507, not 500 */
+            return upload_fail(st, err_from_errno(errno), NULL, "cannot store the file");
         st->tmp_live = true;
         st->have_file = st->in_file = true;
         crypto_hash_sha256_init(&st->sha);
@@ -416,7 +416,7 @@ static int part_data_cb(void *arg, const char *at, size_t n)
     struct upload *st = arg;
     if (st->in_file) {
         if (write_all(st->fd, at, n) < 0)
-            return upload_fail(st, TS_E_INTERNAL, NULL, "cannot store the file");
+            return upload_fail(st, err_from_errno(errno), NULL, "cannot store the file");
         crypto_hash_sha256_update(&st->sha, (const unsigned char *)at, n);
         st->size += (int64_t)n;
         size_t take = n < SNIFF_BYTES - st->head_len ? n : SNIFF_BYTES - st->head_len;
@@ -516,7 +516,7 @@ static void upload_work(struct hctx *h)
         upload_type(st);
     }
     if (st->fd >= 0 && st->err == 0 && fdatasync(st->fd) < 0)
-        upload_fail(st, TS_E_INTERNAL, NULL, "cannot store the file");
+        upload_fail(st, err_from_errno(errno), NULL, "cannot store the file");
     if (st->fd >= 0)
         close(st->fd);
     st->fd = -1;
@@ -571,8 +571,9 @@ static int upload_done(struct hctx *h)
     if (r < 0)
         return r;
     if (rename(st->tmp_path, st->final_path) < 0) {
-        log_msg(LOG_ERROR, "files: rename %s: %s", st->tmp_path, strerror(errno));
-        return fail(h, TS_E_INTERNAL, NULL, "cannot store the file");
+        int e = errno;
+        log_msg(LOG_ERROR, "files: rename %s: %s", st->tmp_path, strerror(e));
+        return fail(h, err_from_errno(e), NULL, "cannot store the file");
     }
     st->tmp_live = false;
     int64_t now = clock_now_ms();
