@@ -8,16 +8,23 @@
  * same phase the server commits its tick in), because a timer-driven write is not followed by a
  * response that would make the server commit.
  *
- * One libcurl limitation (curl issue #8555, "More non-blocking" in its TODO): the done phase of
- * an SMTP upload waits *blocking* for the server's reply to the final "." (and QUIT waits for
- * its reply when a cached connection is closed). CURLOPT_SERVER_RESPONSE_TIMEOUT bounds that
- * stall of the loop; at shutdown every socket is shut down first, so nothing waits at all. */
+ * The SMTP transfers themselves run on one mail thread of the mailer's own (a libcurl multi it
+ * drives with curl_multi_poll), not on the loop: libcurl's done phase of an SMTP upload waits
+ * *blocking* for the server's reply to the final "." (curl issue #8555; QUIT likewise), so a
+ * server that takes the message and never answers stalled the whole loop for
+ * CURLOPT_SERVER_RESPONSE_TIMEOUT. The loop hands the thread ready easy handles and gets them
+ * back finished (two lists under one mutex, a uv_async); everything else — the outbox, its
+ * writes, the backoff — stays on the loop. Each message gets its own connection
+ * (CURLOPT_FORBID_REUSE): one a server stopped answering on would otherwise be reused by the
+ * retry, which then timed out the same way. At shutdown every socket is shut down first, so
+ * nothing waits at all. */
 #include "engines/mail.h"
 
 #include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -53,6 +60,7 @@
 #define MAIL_CONNECT_TIMEOUT_MS 10000
 #define MAIL_RESPONSE_TIMEOUT_S 5    /* bounds libcurl's blocking wait after the final "." */
 #define MAIL_MAX_FDS 32              /* 4 connections, a happy-eyeballs pair each, with room */
+#define MAIL_POLL_MS 1000            /* the mail thread's longest sleep (a wakeup cuts it short) */
 #define MAIL_DEFAULT_ATTEMPTS 8
 #define MAIL_ERROR_MAX 512
 
@@ -63,14 +71,8 @@ struct mail_row {
     int64_t created_at;
 };
 
-/* One socket curl asked us to watch. Freed in its close callback. */
-struct mail_sock {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    struct mailer *m;
-    struct mail_sock *prev, *next;
-};
-
+/* One message on its way. The loop owns it, except between xfer_hand_over and the mail
+ * thread's done_push: then the thread does, and the loop touches nothing but the list links. */
 struct mail_xfer {
     struct mailer *m;
     CURL *easy;
@@ -80,7 +82,11 @@ struct mail_xfer {
     char id[UUID_STR_LEN];
     int attempts;                    /* before this one */
     char errbuf[CURL_ERROR_SIZE];
-    struct mail_xfer *prev, *next;
+    CURLcode res;                    /* set by the mail thread when the transfer is done */
+    long code;                       /* the last SMTP reply code */
+    bool linked;                     /* in m->xfers (counted in m->nxfers) */
+    struct mail_xfer *prev, *next;   /* m->xfers: every message in flight (loop) */
+    struct mail_xfer *tnext;         /* m->inbox / m->done (under m->mu) */
 };
 
 struct mailer {
@@ -92,13 +98,20 @@ struct mailer {
     const char *from_domain;         /* inside from_addr: Message-ID right-hand side */
     int max_attempts;
     bool handles_inited, closing, need_commit, curl_inited;
+    bool recover;                    /* an outcome write was lost: requeue stale 'sending' rows */
+    uint64_t tx;                     /* the tick transaction of the last outcome write */
     int handles_open;
-    uv_timer_t scan_timer, curl_timer;
+    uv_timer_t scan_timer;
     uv_check_t commit_check;
-    CURLM *multi;                    /* NULL in file mode */
-    struct mail_sock *socks;
+    uv_async_t done_async;           /* the mail thread finished transfers */
+    CURLM *multi;                    /* NULL in file mode; the mail thread's while it runs */
     struct mail_xfer *xfers;
     int nxfers;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;              /* guards what follows */
+    bool stop;
+    struct mail_xfer *inbox, *done;  /* loop -> thread, thread -> loop */
     curl_socket_t fds[MAIL_MAX_FDS]; /* every socket curl has open, to cut them at shutdown */
     int nfds;
 };
@@ -370,10 +383,23 @@ static int msg_build(const struct mailer *m, const struct mail_row *row, struct 
 
 /* ---------- recording outcomes (loop thread, the tick's transaction) ---------- */
 
+/* Outcomes are written in the tick's transaction. One that is rolled back instead (an I/O
+ * error, a full disk) leaves its row 'sending' with nothing in flight, which only the start-up
+ * recovery would requeue: noticed here, the next scan with no transfer running requeues it. */
+static void tx_watch(struct mailer *m)
+{
+    uint64_t now = db_tx_seq(m->db);
+    if (m->tx && m->tx != now && db_tx_result(m->db, m->tx) < 0)
+        m->recover = true;
+    m->tx = now;
+}
+
 static void commit_check_cb(uv_check_t *h)
 {
     struct mailer *m = h->data;
-    if (m->need_commit && db_tick_commit(m->db) < 0) {
+    int r = m->need_commit ? db_tick_commit(m->db) : 0;
+    tx_watch(m);
+    if (r == TS_E_BUSY) {
         mailer_kick(m, MAIL_DEFER_MS); /* busy: keep the loop awake and commit next iteration */
         return;
     }
@@ -388,8 +414,10 @@ static sqlite3_stmt *write_stmt(struct mailer *m, const char *sql)
     int r = db_write_begin(m->db);
     if (r < 0) {
         log_msg(LOG_WARN, "mail: cannot write the outbox: %s", err_message(r));
+        m->recover = true;
         return NULL;
     }
+    tx_watch(m);
     m->need_commit = true;
     if (m->handles_inited && !m->closing)
         uv_check_start(&m->commit_check, commit_check_cb);
@@ -506,165 +534,163 @@ static void deliver_file(struct mailer *m, const struct mail_row *row)
     record_failure(m, row->id, row->attempts, false, e);
 }
 
-/* ---------- SMTP mode: libcurl multi on the loop ---------- */
+/* ---------- SMTP mode: libcurl multi on the mail thread ---------- */
 
-static void sock_close_cb(uv_handle_t *h)
+static void xfer_link(struct mailer *m, struct mail_xfer *x)
 {
-    free(h->data);
-}
-
-static void sock_close(struct mailer *m, struct mail_sock *s)
-{
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        m->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    uv_close((uv_handle_t *)&s->poll, sock_close_cb);
+    x->next = m->xfers;
+    if (m->xfers)
+        m->xfers->prev = x;
+    m->xfers = x;
+    x->linked = true;
+    m->nxfers++;
 }
 
 static void xfer_free(struct mailer *m, struct mail_xfer *x)
 {
-    if (x->prev)
-        x->prev->next = x->next;
-    else if (m->xfers == x)
-        m->xfers = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    if (x->easy) {
-        curl_multi_remove_handle(m->multi, x->easy);
-        curl_easy_cleanup(x->easy);
+    if (x->linked) {
+        if (x->prev)
+            x->prev->next = x->next;
+        else
+            m->xfers = x->next;
+        if (x->next)
+            x->next->prev = x->prev;
         m->nxfers--;
     }
+    curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->rcpt);
     buf_release(&x->msg);
     free(x);
 }
 
-static void xfer_finish(struct mailer *m, struct mail_xfer *x, CURLcode res)
+static void xfer_finish(struct mailer *m, struct mail_xfer *x)
 {
-    long code = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
-    if (res == CURLE_OK) {
+    if (x->res == CURLE_OK) {
         record_sent(m, x->id);
     } else {
         char e[MAIL_ERROR_MAX];
-        snprintf(e, sizeof(e), "%s%s%s (SMTP %ld)", curl_easy_strerror(res),
-                 x->errbuf[0] ? ": " : "", x->errbuf, code);
-        record_failure(m, x->id, x->attempts, code >= 500 && code < 600, e); /* 5xx: permanent */
+        snprintf(e, sizeof(e), "%s%s%s (SMTP %ld)", curl_easy_strerror(x->res),
+                 x->errbuf[0] ? ": " : "", x->errbuf, x->code);
+        record_failure(m, x->id, x->attempts, x->code >= 500 && x->code < 600, e); /* permanent */
     }
     xfer_free(m, x);
 }
 
-static void multi_drain(struct mailer *m)
+/* Mail thread: a transfer is over; the loop records it (done_async_cb). */
+static void done_push(struct mailer *m, struct mail_xfer *x)
 {
-    CURLMsg *msg;
-    int left, done = 0;
-    while ((msg = curl_multi_info_read(m->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        char *priv = NULL;
-        CURLcode res = msg->data.result; /* msg is invalid once the handle is removed */
-        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-        xfer_finish(m, (struct mail_xfer *)priv, res);
-        done++;
+    pthread_mutex_lock(&m->mu);
+    x->tnext = m->done;
+    m->done = x;
+    pthread_mutex_unlock(&m->mu);
+    uv_async_send(&m->done_async);
+}
+
+static struct mail_xfer *list_take(struct mailer *m, struct mail_xfer **list)
+{
+    pthread_mutex_lock(&m->mu);
+    struct mail_xfer *l = *list;
+    *list = NULL;
+    pthread_mutex_unlock(&m->mu);
+    return l;
+}
+
+/* Loop: records what the mail thread has finished, then looks for more to send. */
+static void done_async_cb(uv_async_t *a)
+{
+    struct mailer *m = a->data;
+    int n = 0;
+    for (struct mail_xfer *x = list_take(m, &m->done), *next; x; x = next, n++) {
+        next = x->tnext;
+        xfer_finish(m, x);
     }
-    if (done && !m->closing)
+    if (n && !m->closing)
         mailer_kick(m, 0); /* room for more */
 }
 
-static void sock_poll_cb(uv_poll_t *h, int status, int events)
+static bool thread_stopping(struct mailer *m)
 {
-    struct mail_sock *s = h->data;
-    struct mailer *m = s->m;
-    int flags = status < 0 ? CURL_CSELECT_ERR : 0, running;
-    if (events & UV_READABLE)
-        flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE)
-        flags |= CURL_CSELECT_OUT;
-    curl_multi_socket_action(m->multi, s->fd, flags, &running);
-    multi_drain(m);
+    pthread_mutex_lock(&m->mu);
+    bool stop = m->stop;
+    pthread_mutex_unlock(&m->mu);
+    return stop;
 }
 
-static void curl_timer_cb(uv_timer_t *t)
+/* The mail thread: adds what the loop hands over, runs the transfers, hands finished ones back.
+ * Only this thread calls the multi (curl_multi_wakeup aside) until it is joined. */
+static void *mail_thread(void *arg)
 {
-    struct mailer *m = t->data;
-    int running;
-    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    multi_drain(m);
-}
-
-/* CURLMOPT_TIMERFUNCTION: curl wants socket_action(TIMEOUT) in timeout_ms (-1: never). */
-static int curl_timer_fn(CURLM *multi, long timeout_ms, void *arg)
-{
-    (void)multi;
     struct mailer *m = arg;
-    if (!m->handles_inited)
-        return 0; /* curl_multi_cleanup on mailer_new's failure path */
-    if (timeout_ms < 0 || m->closing)
-        uv_timer_stop(&m->curl_timer);
-    else
-        uv_timer_start(&m->curl_timer, curl_timer_cb, (uint64_t)timeout_ms, 0);
-    return 0;
+    while (!thread_stopping(m)) {
+        for (struct mail_xfer *x = list_take(m, &m->inbox), *next; x; x = next) {
+            next = x->tnext;
+            if (curl_multi_add_handle(m->multi, x->easy) != CURLM_OK) {
+                x->res = CURLE_FAILED_INIT;
+                done_push(m, x);
+            }
+        }
+        int running, left;
+        curl_multi_perform(m->multi, &running);
+        for (CURLMsg *msg; (msg = curl_multi_info_read(m->multi, &left));) {
+            if (msg->msg != CURLMSG_DONE)
+                continue;
+            char *priv = NULL;
+            CURL *easy = msg->easy_handle;
+            CURLcode res = msg->data.result; /* msg is invalid once the handle is removed */
+            curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+            struct mail_xfer *x = (struct mail_xfer *)priv;
+            x->res = res;
+            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &x->code);
+            curl_multi_remove_handle(m->multi, easy);
+            curl_easy_cleanup(easy); /* here, while the multi is this thread's */
+            x->easy = NULL;
+            done_push(m, x);
+        }
+        curl_multi_poll(m->multi, NULL, 0, MAIL_POLL_MS, NULL);
+    }
+    return NULL;
 }
 
-/* CURLMOPT_SOCKETFUNCTION: watch s for what curl asks, or stop watching it. */
-static int curl_socket_fn(CURL *easy, curl_socket_t fd, int what, void *arg, void *sockp)
+/* Loop: x is ready (easy handle set up); the mail thread takes it from here. */
+static void xfer_hand_over(struct mailer *m, struct mail_xfer *x)
 {
-    (void)easy;
-    struct mailer *m = arg;
-    struct mail_sock *s = sockp;
-    if (what == CURL_POLL_REMOVE || m->closing) {
-        if (s) {
-            curl_multi_assign(m->multi, fd, NULL);
-            sock_close(m, s);
-        }
-        return 0;
-    }
-    if (s == NULL) {
-        s = calloc(1, sizeof(*s));
-        if (s == NULL || uv_poll_init_socket(m->loop, &s->poll, fd) < 0) {
-            free(s);
-            return -1; /* curl fails the transfer */
-        }
-        s->fd = fd;
-        s->m = m;
-        s->poll.data = s;
-        s->next = m->socks;
-        if (m->socks)
-            m->socks->prev = s;
-        m->socks = s;
-        curl_multi_assign(m->multi, fd, s);
-    }
-    int events = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
-    uv_poll_start(&s->poll, events, sock_poll_cb);
-    return 0;
+    pthread_mutex_lock(&m->mu);
+    x->tnext = m->inbox;
+    m->inbox = x;
+    pthread_mutex_unlock(&m->mu);
+    curl_multi_wakeup(m->multi);
 }
 
-/* CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION: curl's sockets, tracked (and close-on-exec,
- * which curl does not set). */
+/* CURLOPT_OPENSOCKETFUNCTION / CLOSESOCKETFUNCTION (mail thread): curl's sockets, tracked so
+ * shutdown can cut them (and close-on-exec, which curl does not set). */
 static curl_socket_t open_socket_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
 {
     struct mailer *m = arg;
-    if (purpose != CURLSOCKTYPE_IPCXN || m->nfds == MAIL_MAX_FDS)
-        return CURL_SOCKET_BAD;
-    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-    if (fd < 0)
-        return CURL_SOCKET_BAD;
-    m->fds[m->nfds++] = fd;
+    curl_socket_t fd = CURL_SOCKET_BAD;
+    pthread_mutex_lock(&m->mu);
+    if (purpose == CURLSOCKTYPE_IPCXN && m->nfds < MAIL_MAX_FDS && !m->stop) {
+        fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        if (fd >= 0)
+            m->fds[m->nfds++] = fd;
+        else
+            fd = CURL_SOCKET_BAD;
+    }
+    pthread_mutex_unlock(&m->mu);
     return fd;
 }
 
 static int close_socket_cb(void *arg, curl_socket_t fd)
 {
     struct mailer *m = arg;
+    pthread_mutex_lock(&m->mu);
     for (int i = 0; i < m->nfds; i++)
         if (m->fds[i] == fd) {
             m->fds[i] = m->fds[--m->nfds];
             break;
         }
-    return close(fd);
+    int r = close(fd); /* under the lock: shutdown never meets a reused number */
+    pthread_mutex_unlock(&m->mu);
+    return r;
 }
 
 static size_t xfer_read_cb(char *dst, size_t size, size_t nitems, void *arg)
@@ -708,6 +734,7 @@ static int xfer_setup(struct mailer *m, struct mail_xfer *x, const char *to)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)MAIL_SMTP_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)MAIL_CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_SERVER_RESPONSE_TIMEOUT, (long)MAIL_RESPONSE_TIMEOUT_S);
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, m);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_socket_cb);
@@ -718,8 +745,8 @@ static int xfer_setup(struct mailer *m, struct mail_xfer *x, const char *to)
     return 0;
 }
 
-/* Marks the row 'sending' and hands it to curl. -EAGAIN: the outbox could not be written now
- * (row untouched, try later); any other failure has been recorded on the row. */
+/* Marks the row 'sending' and hands it to the mail thread. -EAGAIN: the outbox could not be
+ * written now (row untouched, try later); any other failure has been recorded on the row. */
 static int deliver_smtp(struct mailer *m, const struct mail_row *row)
 {
     if (outbox_by_id(m, SQL_SENDING, row->id) < 0)
@@ -735,26 +762,42 @@ static int deliver_smtp(struct mailer *m, const struct mail_row *row)
     }
     if (r == 0)
         r = xfer_setup(m, x, row->to);
-    if (r == 0 && curl_multi_add_handle(m->multi, x->easy) != CURLM_OK)
-        r = -EIO;
     if (r < 0) {
-        if (x) {
-            curl_easy_cleanup(x->easy);
-            x->easy = NULL;
+        if (x)
             xfer_free(m, x);
-        }
         record_failure(m, row->id, row->attempts, false, strerror(-r));
         return r;
     }
-    x->next = m->xfers;
-    if (m->xfers)
-        m->xfers->prev = x;
-    m->xfers = x;
-    m->nxfers++;
+    xfer_link(m, x);
+    xfer_hand_over(m, x);
     return 0;
 }
 
+/* Loop: stops the mail thread, cutting every socket first so no blocking wait inside libcurl
+ * outlasts it. Afterwards the multi is the loop's again. */
+static void mail_thread_stop(struct mailer *m)
+{
+    if (!m->thread_started)
+        return;
+    pthread_mutex_lock(&m->mu);
+    m->stop = true;
+    for (int i = 0; i < m->nfds; i++)
+        shutdown(m->fds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&m->mu);
+    curl_multi_wakeup(m->multi);
+    pthread_join(m->thread, NULL);
+    m->thread_started = false;
+}
+
 /* ---------- the delivery scan ---------- */
+
+static bool xfer_running(const struct mailer *m, const char *id)
+{
+    for (const struct mail_xfer *x = m->xfers; x; x = x->next)
+        if (strcmp(x->id, id) == 0)
+            return true;
+    return false;
+}
 
 static void rows_free(struct mail_row *rows, int n)
 {
@@ -826,12 +869,21 @@ static void scan_cb(uv_timer_t *t)
         mailer_kick(m, MAIL_DEFER_MS);
         return;
     }
+    if (m->recover && m->nxfers == 0) { /* nothing in flight: every 'sending' row is stale */
+        sqlite3_stmt *st = write_stmt(m, SQL_RECOVER);
+        if (st && step_done(m, st) == 0)
+            m->recover = false;
+        mailer_kick(m, MAIL_DEFER_MS); /* scan once the requeue has committed */
+        return;
+    }
     int room = m->multi ? MAIL_MAX_TRANSFERS - m->nxfers : MAIL_FILE_BATCH;
     if (room <= 0)
         return; /* a finishing transfer kicks again */
     struct mail_row rows[MAIL_FILE_BATCH];
     int n = rows_due(m, rows, room), blocked = 0;
     for (int i = 0; i < n && !blocked; i++) {
+        if (m->multi && xfer_running(m, rows[i].id))
+            continue; /* its 'sending' mark was rolled back: it is on its way already */
         if (m->multi)
             blocked = deliver_smtp(m, &rows[i]) == -EAGAIN;
         else
@@ -942,11 +994,22 @@ static int mailer_transport(struct mailer *m, char *err, size_t errlen)
     m->multi = curl_multi_init();
     if (m->multi == NULL)
         return -ENOMEM;
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, curl_socket_fn);
-    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, curl_timer_fn);
-    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
     curl_multi_setopt(m->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)MAIL_MAX_TRANSFERS);
+    return 0;
+}
+
+/* Before the loop handles exist: the thread only signals done_async about transfers handed
+ * over, which needs the handles first. */
+static int mail_thread_start(struct mailer *m, char *err, size_t errlen)
+{
+    if (m->multi == NULL)
+        return 0;
+    int r = pthread_create(&m->thread, NULL, mail_thread, m);
+    if (r != 0) {
+        snprintf(err, errlen, "mail: cannot start the mail thread: %s", strerror(r));
+        return -r;
+    }
+    m->thread_started = true;
     return 0;
 }
 
@@ -958,9 +1021,12 @@ int mailer_new(uv_loop_t *loop, struct db *db, const struct mail_config *cfg, st
         return -ENOMEM;
     m->loop = loop;
     m->db = db;
+    pthread_mutex_init(&m->mu, NULL);
     int r = mailer_config(m, cfg, err, errlen);
     if (r == 0)
         r = mailer_transport(m, err, errlen);
+    if (r == 0)
+        r = mail_thread_start(m, err, errlen);
     /* a crash mid-transfer left rows 'sending': they go out again (at-least-once) */
     sqlite3_stmt *st = r == 0 ? write_stmt(m, SQL_RECOVER) : NULL;
     if (r == 0 && (st == NULL || step_done(m, st) < 0)) {
@@ -974,9 +1040,9 @@ int mailer_new(uv_loop_t *loop, struct db *db, const struct mail_config *cfg, st
         return r;
     }
     uv_timer_init(loop, &m->scan_timer);
-    uv_timer_init(loop, &m->curl_timer);
     uv_check_init(loop, &m->commit_check);
-    m->scan_timer.data = m->curl_timer.data = m->commit_check.data = m;
+    uv_async_init(loop, &m->done_async, done_async_cb);
+    m->scan_timer.data = m->commit_check.data = m->done_async.data = m;
     m->handles_inited = true;
     m->handles_open = 3;
     uv_check_start(&m->commit_check, commit_check_cb); /* commits the recovery */
@@ -996,22 +1062,27 @@ void mailer_close_handles(struct mailer *m)
     if (m == NULL || m->closing)
         return;
     m->closing = true;
-    for (int i = 0; i < m->nfds; i++) /* no blocking end-of-data or QUIT replies to wait for */
-        shutdown(m->fds[i], SHUT_RDWR);
+    mail_thread_stop(m); /* no blocking end-of-data or QUIT replies to wait for */
+    for (struct mail_xfer *x = list_take(m, &m->done), *next; x; x = next) {
+        next = x->tnext;
+        if (x->res == CURLE_OK)
+            xfer_finish(m, x); /* it got through before the cut */
+    }
+    list_take(m, &m->inbox); /* never taken: still in m->xfers, requeued below */
     while (m->xfers) { /* interrupted: back to the queue for the next start */
         outbox_by_id(m, SQL_REQUEUE, m->xfers->id);
+        if (m->multi && m->xfers->easy)
+            curl_multi_remove_handle(m->multi, m->xfers->easy);
         xfer_free(m, m->xfers);
     }
     if (m->multi) {
-        curl_multi_cleanup(m->multi); /* closes cached connections; may call curl_socket_fn */
+        curl_multi_cleanup(m->multi);
         m->multi = NULL;
     }
-    while (m->socks)
-        sock_close(m, m->socks);
     if (m->handles_inited) {
         uv_close((uv_handle_t *)&m->scan_timer, handle_closed_cb);
-        uv_close((uv_handle_t *)&m->curl_timer, handle_closed_cb);
         uv_close((uv_handle_t *)&m->commit_check, handle_closed_cb);
+        uv_close((uv_handle_t *)&m->done_async, handle_closed_cb);
     }
 }
 
@@ -1022,10 +1093,12 @@ struct mailer *mailer_free(struct mailer *m)
     if (m == NULL)
         return NULL;
     assert(m->handles_open == 0); /* mailer_close_handles, then uv_run, then mailer_free */
+    mail_thread_stop(m);
     while (m->xfers)
         xfer_free(m, m->xfers);
     if (m->multi)
         curl_multi_cleanup(m->multi);
+    pthread_mutex_destroy(&m->mu);
     if (m->curl_inited)
         curl_global_cleanup();
     free(m->mail_dir);
