@@ -69,6 +69,9 @@ static const char SQL_PROGRESS[] = "UPDATE jobs SET progress = ? WHERE id = ? AN
 static const char SQL_RECOVER_FAIL[] =
     "UPDATE jobs SET status = 'failed', error = 'interrupted by restart too many times', "
     "finished_at = ? WHERE status = 'running' AND attempts >= ?  AND kind = ?";
+static const char SQL_RECOVER_ABANDON[] =
+    "SELECT tenant_id, params FROM jobs WHERE status = 'running' AND attempts >= ? AND kind = ?";
+static const char SQL_ATTEMPTS_RESET[] = "UPDATE jobs SET attempts = 1 WHERE id = ? AND attempts > 1";
 static const char SQL_RECOVER_REQUEUE[] =
     "UPDATE jobs SET status = 'queued' WHERE status = 'running'";
 static const char SQL_QUEUED[] =
@@ -415,12 +418,34 @@ int jobs_submit(struct jobs *j, const char *tenant_id, const char *kind, const c
     return 0;
 }
 
+/* Tells kind about each of its jobs the restart is about to fail (abandon, in jobs.h). */
+static void recover_abandon(struct jobs *j, const struct job_kind *k)
+{
+    sqlite3_stmt *q = db_stmt(j->db, SQL_RECOVER_ABANDON);
+    sqlite3_bind_int(q, 1, k->max_attempts);
+    sqlite3_bind_text(q, 2, k->name, -1, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW)
+        if (k->abandon(j->db, (const char *)sqlite3_column_text(q, 0),
+                       (const char *)sqlite3_column_text(q, 1)) < 0)
+            log_msg(LOG_ERROR, "%s: recording an abandoned job failed", k->name);
+    sqlite3_reset(q);
+}
+
+int job_attempts_reset(struct db *db, const char *job_id)
+{
+    sqlite3_stmt *st = db_stmt(db, SQL_ATTEMPTS_RESET);
+    sqlite3_bind_text(st, 1, job_id, -1, SQLITE_STATIC);
+    return exec_stmt(st);
+}
+
 int jobs_recover(struct jobs *j)
 {
     int r = db_write_begin(j->db);
     if (r < 0)
         return r;
     for (size_t i = 0; i < j->nkinds; i++) {
+        if (j->kinds[i].abandon)
+            recover_abandon(j, &j->kinds[i]);
         sqlite3_stmt *st = db_stmt(j->db, SQL_RECOVER_FAIL);
         sqlite3_bind_int64(st, 1, clock_now_ms());
         sqlite3_bind_int(st, 2, j->kinds[i].max_attempts);

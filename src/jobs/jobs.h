@@ -23,7 +23,13 @@ struct job_kind {
      * resumed at next start), or another negative code with r->error set. */
     int (*run)(struct job_run *r);
     int max_active_per_tenant;   /* queued + running; past it submit fails */
-    int max_attempts;            /* restarts before a job is failed */
+    int max_attempts;            /* runs in a row without progress (job_attempts_reset) before
+                                  * a restart fails the job: a job that crashes the server is
+                                  * not retried for ever, one that advances is never dropped */
+    /* Loop thread, in jobs_recover's transaction, or NULL: the job is being failed past
+     * max_attempts; leave what it tracks in a final state (a commerce batch: failed), so no
+     * client waits on it for ever. */
+    int (*abandon)(struct db *db, const char *tenant_id, const char *params);
 };
 
 struct job_run {
@@ -70,6 +76,9 @@ const char *jobs_refusal(const struct jobs *j, const char *kind_message);
  * (nothing applied: checkpoint and return -ECANCELED). apply may use db_stmt. */
 typedef int (*job_apply_fn)(struct db *db, void *arg);
 int job_write(struct job_run *r, job_apply_fn apply, void *arg);
+/* Loop thread, inside a job_write apply: the job's work so far is stored for good (its next run
+ * resumes past it), so its run count starts again from this run (see max_attempts). */
+int job_attempts_reset(struct db *db, const char *job_id);
 /* Worker thread: records progress 0..1 (applied by the loop). */
 void job_progress(struct job_run *r, double fraction);
 void jobs_on_finish(struct jobs *j, jobs_finish_fn fn, void *arg);

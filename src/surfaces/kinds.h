@@ -11,5 +11,6 @@ extern const size_t job_kinds_count;
 int desk_export_job(struct job_run *r);   /* src/surfaces/desk/dashboard.c */
 int cm_rollup_job(struct job_run *r);     /* src/surfaces/commerce/rollup.c */
 int cm_ingest_job(struct job_run *r);     /* src/surfaces/commerce/ingest.c */
+int cm_ingest_abandon(struct db *db, const char *tenant_id, const char *params);
 int recs_train_job(struct job_run *r);    /* src/surfaces/recs/ml.c */
 #endif

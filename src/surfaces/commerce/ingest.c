@@ -548,6 +548,7 @@ static int ingest_batch(struct hctx *h)
 struct job_batch {
     const char *tenant_id;
     const char *batch_id;
+    const char *job_id;
     bool found, done;
     int type;
     char source_id[64];
@@ -615,6 +616,8 @@ static int chunk_apply(struct db *db, void *arg)
     int r = cm_chunk_store(db, &o, &c->c, &dups);
     if (r < 0)
         return r;
+    if ((r = job_attempts_reset(db, jb->job_id)) < 0) /* a chunk stored is progress */
+        return r;
     st = db_stmt(db, SQL_BATCH_ADVANCE);
     sqlite3_bind_int64(st, 1, c->c.nrecords);
     sqlite3_bind_int64(st, 2, c->c.nvalid);
@@ -669,7 +672,8 @@ static int batch_finish(struct db *db, void *arg)
     int64_t added = sqlite3_column_int64(st, 0), processed = sqlite3_column_int64(st, 1);
     int64_t started = sqlite3_column_int64(st, 2);
     sqlite3_reset(st);
-    if (processed >= 1000 && now > started) { /* small batches say little about the rate */
+    /* small batches say little about the rate, failed ones nothing */
+    if (e->error == NULL && processed >= 1000 && now > started) {
         double rate = (double)processed * 1000.0 / (double)(now - started);
         measured_rate = 0.7 * measured_rate + 0.3 * rate;
     }
@@ -778,7 +782,7 @@ static int job_chunks(struct job_run *r, struct job_batch *jb, const json_t *rec
 int cm_ingest_job(struct job_run *r)
 {
     json_t *p = json_loads(r->params, 0, NULL);
-    struct job_batch jb = {r->tenant_id, json_string_value(json_object_get(p, "batch_id"))};
+    struct job_batch jb = {r->tenant_id, json_string_value(json_object_get(p, "batch_id")), r->id};
     int rc = jb.batch_id ? job_write(r, batch_begin, &jb) : TS_E_INTERNAL;
     if (rc == TS_E_UNAVAILABLE)
         rc = job_checkpoint(r, 0);
@@ -802,6 +806,22 @@ int cm_ingest_job(struct job_run *r)
     json_decref(records);
     if (rc == 0)
         buf_printf(&r->result, "{\"batch_id\":\"%s\"}", jb.batch_id ? jb.batch_id : "");
+    json_decref(p);
+    return rc;
+}
+
+/* Loop, at start (the job-kind table's abandon): the batch's job is failed after restarts that
+ * stored nothing, so the batch ends failed, keeping the records its earlier runs stored. */
+int cm_ingest_abandon(struct db *db, const char *tenant_id, const char *params)
+{
+    json_t *p = json_loads(params ? params : "{}", 0, NULL);
+    struct job_batch jb = {tenant_id, json_string_value(json_object_get(p, "batch_id")), NULL};
+    int rc = jb.batch_id ? batch_begin(db, &jb) : 0;
+    if (rc == 0 && jb.found && !jb.done) {
+        struct batch_end e = {&jb, "processing stopped after restarts in a row that stored "
+                                   "nothing; send the batch again (records upsert by id)"};
+        rc = batch_finish(db, &e);
+    }
     json_decref(p);
     return rc;
 }

@@ -81,8 +81,19 @@ static int kind_writer(struct job_run *r)
     return 0;
 }
 
+/* The "sum" kind's abandon: what jobs_recover handed over. */
+static int abandoned;
+static char abandoned_params[64];
+static int abandon_sum(struct db *db, const char *tenant_id, const char *params)
+{
+    (void)db, (void)tenant_id;
+    abandoned++;
+    snprintf(abandoned_params, sizeof(abandoned_params), "%s", params);
+    return 0;
+}
+
 static const struct job_kind kinds[] = {
-    {"sum", kind_sum, 2, 3},
+    {"sum", kind_sum, 2, 3, abandon_sum},
     {"fail", kind_fail, 5, 3},
     {"wait", kind_wait, 5, 3},
     {"writer", kind_writer, 5, 3},
@@ -170,9 +181,12 @@ static void test_recovery(uv_loop_t *loop)
     CHECK_INT(sqlite3_exec(h,
                            "INSERT INTO jobs(id, tenant_id, kind, status, params, created_at, "
                            "attempts) VALUES('crashed', 't3', 'sum', 'running', '{\"n\":10}', 1, 1),"
-                           "('doomed', 't3', 'sum', 'running', '{\"n\":10}', 2, 3)",
+                           "('doomed', 't3', 'sum', 'running', '{\"n\":10}', 2, 3),"
+                           "('progressed', 't3', 'sum', 'running', '{\"n\":4}', 3, 3)",
                            NULL, NULL, NULL),
               SQLITE_OK);
+    /* its last run stored work for good: not failed for its run count, resumed */
+    CHECK_INT(job_attempts_reset(db, "progressed"), 0);
     struct pool *pool;
     pool_new(loop, 2, 8, path, &pool);
     struct jobs *j;
@@ -181,8 +195,11 @@ static void test_recovery(uv_loop_t *loop)
     finished = 0;
     int started = jobs_recover(j);
     db_tick_commit(db);
-    CHECK_INT(started, 2); /* "crashed" resumed, the queued "wait" job too; "doomed" failed */
-    run_until(loop, db, 1);
+    CHECK_INT(started, 3); /* "crashed", "progressed" and the queued "wait" job; "doomed" failed */
+    CHECK_INT(abandoned, 1); /* its kind was told, to finish what it tracks */
+    CHECK_STR(abandoned_params, "{\"n\":10}");
+    run_until(loop, db, 2);
+    CHECK_STR(col(h, "progressed", "result", v, sizeof(v)), "{\"sum\":10}");
     CHECK_STR(col(h, "crashed", "status", v, sizeof(v)), "completed");
     CHECK_STR(col(h, "crashed", "result", v, sizeof(v)), "{\"sum\":55}");
     CHECK_STR(col(h, "doomed", "status", v, sizeof(v)), "failed");
