@@ -576,9 +576,10 @@ static void routes_flags(struct jw *w, unsigned flags)
         {RF_BIG_BODY, "big_body"},       {RF_WEBSOCKET, "websocket"},
         {RF_NO_METRICS, "no_metrics"},   {RF_SPOOL_BODY, "spool_body"},
         {RF_RATE_TENANT, "rate_tenant"}, {RF_NO_AUDIT, "no_audit"},
-        {RF_NO_SHED, "no_shed"},
+        {RF_NO_SHED, "no_shed"},         {RF_CREDENTIAL_OPTIONAL, "credential_optional"},
     };
-    _Static_assert(RF_NO_SHED == 1 << 8, "a flag after RF_NO_SHED needs its name here");
+    _Static_assert(RF_CREDENTIAL_OPTIONAL == 1 << 9,
+                   "a flag after RF_CREDENTIAL_OPTIONAL needs its name here");
     jw_key(w, "flags");
     jw_arr_open(w);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)

@@ -238,9 +238,12 @@ static int step_shed(struct hctx *h, const struct route *rt)
  * `Sec-WebSocket-Protocol: bearer, <token>`. */
 static int step_auth(struct hctx *h, const struct route *rt)
 {
-    if (rt->flags & RF_PUBLIC)
-        return 0;
     const char *authz = http_header_get(h->req, "Authorization");
+    if (rt->flags & RF_PUBLIC) {
+        if (authz == NULL || !(rt->flags & RF_CREDENTIAL_OPTIONAL))
+            return 0;
+        return auth_authenticate(h->app->auth, h->app->db, authz, &h->who, &h->err_message);
+    }
     if (authz == NULL && (rt->flags & RF_WEBSOCKET)) {
         const char *q = http_query_get(h->req, "access_token");
         if (q == NULL)

@@ -43,7 +43,10 @@ enum route_where { RUN_LOOP, RUN_POOL };
  *               the record itself is the trace, and a row per event would double the writes
  *               and grow the audit log without bound.
  * RF_NO_SHED    never shed under load nor counted against --max-inflight: the probes and the
- *               scrape that must keep answering while the server sheds everything else. */
+ *               scrape that must keep answering while the server sheds everything else.
+ * RF_CREDENTIAL_OPTIONAL with RF_PUBLIC: no credential is needed, but one that is given is
+ *               verified (401 when it is not valid) and names the caller and tenant, so the
+ *               handler can add that tenant's part (/metrics: its tenant_id series). */
 enum {
     RF_PUBLIC = 1 << 0,
     RF_JSON_BODY = 1 << 1,
@@ -54,6 +57,7 @@ enum {
     RF_RATE_TENANT = 1 << 6,
     RF_NO_AUDIT = 1 << 7,
     RF_NO_SHED = 1 << 8,
+    RF_CREDENTIAL_OPTIONAL = 1 << 9,
 };
 
 struct route {

@@ -633,12 +633,25 @@ static int put_header(struct buf *out, const char *name, const char *help, const
     return r < 0 ? r : buf_printf(out, "\n# TYPE %s %s\n", name, type);
 }
 
-static int family_write(struct metric_family *f, struct buf *out)
+/* Index of the family's label `name`, or -1 (also for a NULL name). */
+static int label_index(const struct metric_family *f, const char *name)
+{
+    for (int i = 0; name && i < f->nlabels; i++)
+        if (strcmp(f->labels[i], name) == 0)
+            return i;
+    return -1;
+}
+
+static int family_write(struct metric_family *f, struct buf *out, const char *label,
+                        const char *value)
 {
     double fnv = f->fn ? f->fn(f->fn_arg) : 0;   /* outside the lock: it may metric_set */
     int r = put_header(out, f->name, f->help, type_name(f->type));
+    int scoped = label_index(f, label);
     pthread_mutex_lock(&f->lock);
     for (const struct series *s = f->head; s && r == 0; s = s->next) {
+        if (scoped >= 0 && (value == NULL || strcmp(s->values[scoped], value) != 0))
+            continue;
         if (f->type == METRIC_HISTOGRAM)
             r = put_histogram(out, f, s);
         else
@@ -666,6 +679,12 @@ static int overflow_write(struct metrics *m, struct buf *out)
 
 int metrics_write(struct metrics *m, struct buf *out)
 {
+    return metrics_write_scoped(m, out, NULL, NULL);
+}
+
+int metrics_write_scoped(struct metrics *m, struct buf *out, const char *label,
+                         const char *value)
+{
     if (m == NULL || out == NULL)
         return -EINVAL;
     pthread_mutex_lock(&m->lock);
@@ -673,7 +692,7 @@ int metrics_write(struct metrics *m, struct buf *out)
         m->hooks[i].fn(m, m->hooks[i].arg);
     int r = 0;
     for (struct metric_family *f = m->head; f && r == 0; f = f->next)
-        r = family_write(f, out);
+        r = family_write(f, out, label, value);
     if (r == 0)
         r = overflow_write(m, out);
     pthread_mutex_unlock(&m->lock);

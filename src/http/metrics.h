@@ -76,6 +76,12 @@ uint64_t metric_family_overflows(struct metric_family *f);
 
 /* Appends the whole exposition to out; -E2BIG when out's maximum is reached. */
 int metrics_write(struct metrics *m, struct buf *out);
+/* The same, but of a family with a label named `label` only the series whose value of it is
+ * `value` (none when value is NULL); families without that label are written whole. Every
+ * family keeps its HELP and TYPE lines. /metrics passes "tenant_id" and the caller's tenant:
+ * one tenant's series are that tenant's data. */
+int metrics_write_scoped(struct metrics *m, struct buf *out, const char *label,
+                         const char *value);
 
 /* Tessera's standard families (recs.md section 7), registered by metrics_std_register. */
 struct metrics_std {

@@ -540,7 +540,7 @@ def promtool_ok(text):
 def test_ml_metrics_exposition(world):
     w = world
     tid = w.tid("initech")
-    text = w.api.get("/metrics").text
+    text = w.api.get("/metrics", headers=w.keys["initech:read"]).text
     base_count = (metric_value(text, "ml_recommendations_per_request_count", tenant_id=tid)
                   if metric_lines(text, "ml_recommendations_per_request_count", tenant_id=tid) else 0)
     base_sum = (metric_value(text, "ml_recommendations_per_request_sum", tenant_id=tid)
@@ -550,7 +550,7 @@ def test_ml_metrics_exposition(world):
     for n in (3, 3, 5, 40):
         served += len(w.rec("initech", {"user_id": "m-1", "count": n})["recommendations"])
     served += len(w.rec("initech", {"user_id": "m-cold", "count": 4})["recommendations"])
-    text = w.api.get("/metrics").text
+    text = w.api.get("/metrics", headers=w.keys["initech:read"]).text
     for fam, kind in [("ml_recommendation_quality", "gauge"), ("ml_training_duration_seconds", "gauge"),
                       ("ml_training_loss", "gauge"), ("ml_embedding_cache_hit_rate", "gauge"),
                       ("ml_ann_search_duration_seconds", "histogram"),
@@ -705,7 +705,7 @@ def test_trained_mf_model_takes_over(world):
     want = sorted(((float(V[i] @ u), i) for i in V if i != "tgarden-1"), key=lambda x: -x[0])[:5]
     same_ranking(nb["recommendations"], want, tol=2e-3)
     # the metrics come from rc_models
-    text = w.api.get("/metrics").text
+    text = w.api.get("/metrics", headers=w.keys[name + ":internal"]).text
     for key in ("recall_at_10", "ndcg_at_10"):
         got = metric_value(text, "ml_recommendation_quality", tenant_id=tid, model_version=version, metric_name=key)
         assert abs(got - metrics[key]) < 1e-9
@@ -800,7 +800,7 @@ def test_index_served_catalog(tmp_path):
             assert abs(r["score"] - float(vecs[r["item_id"]] @ u)) < 1e-4
         assert [r["score"] for r in got] == sorted((r["score"] for r in got), reverse=True)
         hits = len(set(ids) & {i for _, i in want})
-        text = w.api.get("/metrics").text
+        text = w.api.get("/metrics", headers=w.keys["acme:internal"]).text
         assert metric_value(text, "ml_ann_recall_sampled", tenant_id=w.tid("acme"),
                             model_version="content-pop-0") == pytest.approx(hits / len(want))
         # a category filter leaving fewer items than asked for: every one of them, in order

@@ -44,10 +44,12 @@ static int ready(struct hctx *h)
     return jw_finish(&w);
 }
 
+/* Series labelled with a tenant_id are that tenant's data: they go only to a caller holding
+ * a credential of that tenant (anonymous scrapes get the server-wide families). */
 static int metrics(struct hctx *h)
 {
     h->req->content_type = METRICS_CONTENT_TYPE;
-    int r = metrics_write(h->app->metrics, &h->out);
+    int r = metrics_write_scoped(h->app->metrics, &h->out, "tenant_id", h->tenant_id);
     return r < 0 ? TS_E_INTERNAL : 0;
 }
 
@@ -55,7 +57,7 @@ static const struct route ops_routes[] = {
     {"GET", "/health", health, "public", "none", RUN_LOOP, 0, RF_PUBLIC | RF_NO_SHED},
     {"GET", "/ready", ready, "public", "none", RUN_LOOP, 0, RF_PUBLIC | RF_NO_SHED},
     {"GET", "/metrics", metrics, "public", "none", RUN_LOOP, 0,
-     RF_PUBLIC | RF_NO_METRICS | RF_NO_SHED},
+     RF_PUBLIC | RF_NO_METRICS | RF_NO_SHED | RF_CREDENTIAL_OPTIONAL},
 };
 
 const struct route_table ops_route_table = {SURF_RECS, ops_routes,

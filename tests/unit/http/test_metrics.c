@@ -392,6 +392,36 @@ static void test_standard(const char *path)
     metrics_free(m);
 }
 
+/* Scoped by tenant_id: a family with that label shows only the given tenant's series (none for
+ * NULL), keeping its HELP and TYPE; families without the label are whole. */
+static void test_scoped(void)
+{
+    static const char *const L_T[] = {"tenant_id", "model"};
+    struct metrics *m = metrics_new();
+    struct metric_family *q = metrics_gauge(m, "t_quality", "Quality.", 2, L_T);
+    struct metric_family *c = metrics_counter(m, "t_hits_total", "Hits.", 1, L_EP);
+    const char *ta[] = {"ta", "m1"}, *tb[] = {"tb", "m1"}, *ep[] = {"/x"};
+    CHECK(metric_set(q, ta, 1) == 0 && metric_set(q, tb, 2) == 0 && metric_inc(c, ep, 3) == 0);
+    struct buf b;
+    buf_init(&b, 1u << 20);
+    CHECK(metrics_write_scoped(m, &b, "tenant_id", "ta") == 0);
+    const char *text = buf_cstr(&b);
+    CHECK_LINE(text, "t_quality{tenant_id=\"ta\",model=\"m1\"} 1");
+    CHECK(strstr(text, "\"tb\"") == NULL);
+    CHECK_LINE(text, "t_hits_total{endpoint=\"/x\"} 3");
+    b.len = 0;
+    CHECK(metrics_write_scoped(m, &b, "tenant_id", NULL) == 0);
+    text = buf_cstr(&b);
+    CHECK(strstr(text, "t_quality{") == NULL);
+    CHECK_LINE(text, "# TYPE t_quality gauge");
+    CHECK_LINE(text, "t_hits_total{endpoint=\"/x\"} 3");
+    buf_release(&b);
+    char *all = render(m);
+    CHECK_LINE(all, "t_quality{tenant_id=\"tb\",model=\"m1\"} 2");
+    free(all);
+    metrics_free(m);
+}
+
 int main(int argc, char **argv)
 {
     test_counter_gauge();
@@ -403,6 +433,7 @@ int main(int argc, char **argv)
     test_registration();
     test_callbacks();
     test_too_big();
+    test_scoped();
     test_threads();
     test_standard(argc > 1 ? argv[1] : NULL);
     if (check_failures) {
