@@ -752,6 +752,7 @@ CONTROLS = [
     ("POST /internal/ml/embeddings", "b:internal"),
     ("GET /api/v1/tenant", "b:master_admin"),
     ("GET /api/v1/api-keys", "b:master_admin"),
+    ("GET /metrics", "b:internal"),                     # B's own ml_* series
 ]
 
 # Views of B's records compared before and after the probe (keys that move on their own are
