@@ -60,7 +60,8 @@ def test_judge_finds_what_it_must():
     assert _judge(200, "{}", b_object=True).leaks                    # 2xx naming B's object
     assert _judge(404, '{"error": {"code": "NOT_FOUND", "message": "m", "details": {"n": '
                   '"zqtest"}}}').leaks                               # a denial carrying B's data
-    assert _judge(500, '{"error": {"code": "INTERNAL_ERROR", "message": "m", "details": {}}}').fivexx
+    assert _judge(500, '{"error": {"code": "INTERNAL_ERROR", "message": "m", '
+                  '"details": {}}}').fivexx
     assert _judge(200, "{}", who="expired").badcred
     assert _judge(403, '{"error": {"code": "FORBIDDEN", "message": "m", "details": {}}}',
                   who="anon").badcred                                # not a 401

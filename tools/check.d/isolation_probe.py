@@ -6,7 +6,9 @@ the API with data in every surface: every text field carries the run's marker, a
 server hands B is collected. Then every route is called as each role of tenant A, A's API keys
 (read, write, internal), tenant C's admin, no token, an expired token, a token whose tenant claim
 was changed to B's (signed with the real secret), and a token signed with another key, with B's
-ids in the path, the query and the body. Each response is judged:
+ids in the path, the query and the body; also a viewer whose token was re-signed claiming every
+role. GET requests (and recs reads) are first made by B itself, so a cache keyed without the
+tenant would answer A with B's copy. Each response is judged:
 
 - leak: a response to an A-side caller holding B's marker or an id the server gave B (strings
   the request itself carried are removed first, so an echo is not a leak), or a 2xx for a
@@ -17,7 +19,12 @@ ids in the path, the query and the body. Each response is judged:
   src/api/errors.c), its code not the status's, or its request_id not the one sent;
 - bad credentials: no token, an expired, forged or foreign-signed one on a non-public route must
   be a 401 (a 2xx is a bypass);
-- B changed: views of B's records read by B before and after the probe must be equal;
+- permission: a 2xx for a caller whose role or key scope the route's permission (from
+  `tessera routes`) does not grant;
+- B changed: views of B's records read by B before and after the probe must be equal; A moved:
+  A's lists and figures read before and after B's live writes must be equal;
+- live: while every A-side caller holds every WebSocket route open, B makes a notification, an
+  SLA breach and a dashboard update; B's own sockets must get them, A's nothing of B's;
 - controls: B reading its own objects by the same ids gets 2xx with its marker or ids, so the
   ids the probe uses are live and the marker would be seen.
 
@@ -284,7 +291,8 @@ def seed_desk(w):
                              ("file", f"b-{m}.txt", "text/plain", f"B file {m}\n".encode())])
     b["file"] = w.b_call("POST", "/api/v1/files/upload", "b:viewer", content=body,
                          headers={"Content-Type": ctype})["file_id"]
-    w.b_call("PUT", "/api/v1/sla/rules", json={"ticket_type": "task", "response_time_hours": 1.23457,
+    w.b_call("PUT", "/api/v1/sla/rules", json={"ticket_type": "task",
+                                                "response_time_hours": 1.23457,
                                                 "resolution_time_hours": 6.78913})
     w.markers += ["1.23457", "6.78913"]
     # around the clock, so the live phase's 3.6 s deadline passes while A listens
@@ -368,8 +376,9 @@ def seed_commerce(w):
               "configuration": {"metric_type": "revenue", "granularity": "daily",
                                 "time_window": "7d"}}
     b["dashboard"] = w.b_call("POST", "/api/v1/dashboards",
-                              json={"name": f"B dashboard {m}", "description": f"d {m}", "category": "finance",
-                                    "is_public": True, "widgets": [widget]})["data"]["dashboard_id"]
+                              json={"name": f"B dashboard {m}", "description": f"d {m}",
+                                    "category": "finance", "is_public": True,
+                                    "widgets": [widget]})["data"]["dashboard_id"]
     b["rule"] = w.b_call("POST", "/api/v1/alerts/rules",
                          json={"name": f"B rule {m}", "description": f"watch {m}",
                                "query": {"metric_type": "revenue", "granularity": "daily",
@@ -609,7 +618,8 @@ RULES = {
         P({"ticket_id": w.b["ticket_feature"]})],
     # desk staging
     "GET /api/v1/staging/environments": lambda w: [P()],
-    "POST /api/v1/staging/environments": lambda w: [P(json={"name": f"probe-{secrets.token_hex(3)}"})],
+    "POST /api/v1/staging/environments": lambda w: [
+        P(json={"name": f"probe-{secrets.token_hex(3)}"})],
     "POST /api/v1/staging/deployments": lambda w: [
         P(json={"ticket_id": w.b["ticket_feature"], "environment_id": w.b["environment"],
                 "version": "1.0.0"}, b_object=True),
@@ -670,7 +680,8 @@ RULES = {
     "GET /api/v1/data-quality/reports": lambda w: [P(query=_range())],
     # commerce dashboards and alerts
     "GET /api/v1/dashboards": lambda w: [P()],
-    "POST /api/v1/dashboards": lambda w: [P(json={"name": "probe", "category": "finance", "widgets": [_widget()]})],
+    "POST /api/v1/dashboards": lambda w: [
+        P(json={"name": "probe", "category": "finance", "widgets": [_widget()]})],
     "GET /api/v1/dashboards/{dashboard_id}": lambda w: [P({"dashboard_id": w.b["dashboard"]})],
     "PUT /api/v1/dashboards/{dashboard_id}": lambda w: [P({"dashboard_id": w.b["dashboard"]},
                                                           json={"name": "probe"})],
@@ -1335,7 +1346,8 @@ def run(bin_path, principals=FULL_PRINCIPALS, log=print):
                                                              key=lambda kv: str(kv[0]))))
         except Exception as e:  # a seeding failure is a FAIL row, never a crash of the check
             import traceback
-            res.error = f"{type(e).__name__}: {e}\n" + "".join(traceback.format_tb(e.__traceback__)[-3:])
+            tb = "".join(traceback.format_tb(e.__traceback__)[-3:])
+            res.error = f"{type(e).__name__}: {e}\n{tb}"
         finally:
             if w.api:
                 w.api.close()
