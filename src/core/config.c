@@ -64,9 +64,9 @@ const struct config_opt config_opts[] = {
         "recs API calls a month on the pro plan (0: unlimited)"),
     OPT("recs-quota-enterprise", CFG_INT, recs_quota_enterprise, 0, 2000000000, "0", NULL,
         CMD_SERVE, "recs API calls a month on the enterprise plan (0: unlimited)"),
-    OPT("recs-ann-min-items", CFG_INT, recs_ann_min_items, 0, 2000000000, "20000", NULL,
-        CMD_SERVE, "catalogs of at least this many items are served through an IVF index, "
-        "smaller ones by an exact scan (0: always exact)"),
+    OPT("recs-ann-min-items", CFG_INT, recs_ann_min_items, 0, 2000000000, "0", NULL,
+        CMD_SERVE, "catalogs of at least this many items are served through an approximate IVF "
+        "index instead of the exact scan (0, the default: always exact)"),
     OPT("recs-ann-probe-pct", CFG_INT, recs_ann_probe_pct, 1, 100, "2", NULL, CMD_SERVE,
         "share (%) of an IVF index's lists a search scans: more is slower and misses less"),
     OPT("rate-limit", CFG_LIST, rate_limits, 0, 0, NULL, NULL, CMD_SERVE,

@@ -286,7 +286,7 @@ static int read_users(sqlite3_stmt *st, struct rs_model *m, struct loading *L, i
 /* Pointers into the final pool, the category dictionary, norms and the maps. */
 /* Catalogs from this many items get an IVF index (rs_init; 0 = never); searches probe this
  * share (%) of its lists. */
-static int ann_min_items, ann_probe_pct = 2;
+static int ann_min_items, ann_probe_pct = 2; /* both set by rs_init from the config */
 
 /* The IVF index of a large catalog: about 2 sqrt(n) lists, ann_probe_pct of them probed;
  * seeded by the version, so a version always gets the same index. Without memory for it the
