@@ -34,6 +34,12 @@ static double conns_active(void *arg)
     return app->server ? (double)server_stats(app->server)->connections_active : 0;
 }
 
+/* Requests counted against --max-inflight (dispatch.c's step_shed). */
+static double requests_in_flight(void *arg)
+{
+    return (double)((struct app *)arg)->inflight;
+}
+
 static double ws_active(void *arg)
 {
     struct app *app = arg;
@@ -125,6 +131,11 @@ int observe_init(struct app *app, char *err, size_t errlen)
                              uv_version_string(), conns_active, ws_active, app);
     if (r == 0)
         r = metrics_on_collect(app->metrics, collect_cache, app);
+    static const char *const service_label[] = {"service"}, *const service[] = {METRICS_SERVICE};
+    if (r == 0 && metrics_gauge_fn(app->metrics, "http_requests_in_flight",
+                                   "Requests being handled; past --max-inflight new ones get 503.",
+                                   1, service_label, service, requests_in_flight, app) == NULL)
+        r = -ENOMEM;
     if (r < 0)
         snprintf(err, errlen, "cannot register metrics (%d)", r);
     return r;
