@@ -242,39 +242,16 @@ struct topk {
     int len, k;
 };
 
-/* Offers the scores of rows base .. base+rows-1 to t. */
-static void topk_offer(struct topk *t, const float *scores, int base, int rows,
-                       bool (*skip)(void *, int), void *arg)
+/* Offers the scores of a block's rows to t: block row r is row ids[r] of the caller's
+ * numbering, or base + r without ids. A candidate gets in when it ranks above the worst kept
+ * one: a higher score, or an equal score and a lower row (with rows in ascending order, as in
+ * a whole-matrix scan, only a strictly higher score). */
+static void topk_offer(struct topk *t, const float *scores, const int32_t *ids, int base,
+                       int rows, bool (*skip)(void *, int), void *arg)
 {
     struct vec_cand *heap = t->heap;
     for (int r = 0; r < rows; r++) {
-        float s = scores[r];
-        /* rows come in ascending order, so a score equal to the worst kept one ranks below
-         * it: only a strictly higher score gets in once the heap is full */
-        if (s != s || (t->len == t->k && s <= heap[0].score))
-            continue;
-        int row = base + r;
-        if (skip && skip(arg, row))
-            continue;
-        struct vec_cand c = {s, row};
-        if (t->len < t->k) {
-            heap[t->len] = c;
-            heap_sift_up(heap, t->len++);
-        } else {
-            heap[0] = c;
-            heap_sift_down(heap, t->len, 0);
-        }
-    }
-}
-
-/* As topk_offer for rows in any order: block row r is ids[r]. A candidate gets in when it ranks
- * above the worst kept one (a tie on score goes to the lower row). */
-static void topk_offer_ids(struct topk *t, const float *scores, const int32_t *ids, int rows,
-                           bool (*skip)(void *, int), void *arg)
-{
-    struct vec_cand *heap = t->heap;
-    for (int r = 0; r < rows; r++) {
-        struct vec_cand c = {scores[r], ids[r]};
+        struct vec_cand c = {scores[r], ids ? ids[r] : base + r};
         if (c.score != c.score || (t->len == t->k && !cand_worse(heap[0], c)))
             continue;
         if (skip && skip(arg, c.row))
@@ -313,7 +290,7 @@ int vec_topk(const float *M, int n, int d, const float *q, int k,
     for (int base = 0; base < n; base += VEC_BLOCK) {
         int rows = n - base < VEC_BLOCK ? n - base : VEC_BLOCK;
         dots(M + (size_t)base * (size_t)d, rows, d, q, block);
-        topk_offer(&t, block, base, rows, skip, arg);
+        topk_offer(&t, block, NULL, base, rows, skip, arg);
     }
     return topk_emit(&t, out_rows, out_scores);
 }
@@ -334,10 +311,7 @@ void vec_acc_scan(struct vec_acc *a, const float *M, int rows, int d, const floa
     for (int base = 0; base < rows; base += VEC_BLOCK) {
         int n = rows - base < VEC_BLOCK ? rows - base : VEC_BLOCK;
         dots(M + (size_t)base * (size_t)d, n, d, q, block);
-        if (ids)
-            topk_offer_ids(&t, block, ids + base, n, skip, arg);
-        else
-            topk_offer(&t, block, base, n, skip, arg);
+        topk_offer(&t, block, ids ? ids + base : NULL, base, n, skip, arg);
     }
     a->len = t.len;
 }
@@ -378,7 +352,8 @@ int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
         const float *blk = M + (size_t)base * (size_t)d;
         for (int i = 0; i < nq; i++) {
             dots(blk, rows, d, Q + (size_t)i * (size_t)d, block);
-            topk_offer(&t[i], block, base, rows, qs ? qs[i].skip : NULL, qs ? qs[i].arg : NULL);
+            topk_offer(&t[i], block, NULL, base, rows, qs ? qs[i].skip : NULL,
+                       qs ? qs[i].arg : NULL);
         }
     }
     for (int i = 0; i < nq; i++)
