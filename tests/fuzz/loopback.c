@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,7 +23,7 @@ size_t fuzz_loopback_send(uv_loop_t *loop, int port, const uint8_t *data, size_t
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     connect(fd, (struct sockaddr *)&sa, sizeof(sa));
     size_t off = 0, total = 0;
-    char sink[65536];
+    char sink[65536], head[9];
     int idle = 0;
     bool shut = false, verbose = getenv("FUZZ_VERBOSE") != NULL;
     while (idle < IDLE_ROUNDS) {
@@ -37,6 +38,8 @@ size_t fuzz_loopback_send(uv_loop_t *loop, int port, const uint8_t *data, size_t
         }
         ssize_t got = recv(fd, sink, sizeof(sink), 0);
         if (got > 0) {
+            for (size_t i = 0; i < (size_t)got && total + i < sizeof(head); i++)
+                head[total + i] = sink[i];
             total += (size_t)got;
             if (verbose)
                 fwrite(sink, 1, (size_t)got, stderr);
@@ -53,5 +56,8 @@ size_t fuzz_loopback_send(uv_loop_t *loop, int port, const uint8_t *data, size_t
     close(fd);
     for (int i = 0; i < 4; i++)
         uv_run(loop, UV_RUN_NOWAIT);
+    /* whatever the input, what the server says first is an HTTP/1.1 status line */
+    if (total > 0 && (total < sizeof(head) || memcmp(head, "HTTP/1.1 ", sizeof(head)) != 0))
+        abort();
     return total;
 }

@@ -7,7 +7,7 @@
 #include <uv.h>
 
 /* Connects to 127.0.0.1:port, writes data[0..size), half-closes, and reads what comes back
- * (discarded; written to stderr when FUZZ_VERBOSE is set) while running loop. Returns the
- * number of response bytes read. */
+ * (discarded; written to stderr when FUZZ_VERBOSE is set) while running loop. Aborts unless
+ * the answer, if any, starts with an HTTP/1.1 status line. Returns the bytes read. */
 size_t fuzz_loopback_send(uv_loop_t *loop, int port, const uint8_t *data, size_t size);
 #endif
