@@ -398,10 +398,18 @@ static int writer_run(struct hctx *h, int (*fn)(struct hctx *h), int prior)
     int r = fn(h);
     if (r != HANDLER_DEFERRED)
         r = fault_override(h, r, prior);
+    uint64_t tx = db_tx_seq(app->db); /* before the savepoint ends: that may end the tick too */
     db_request_end(app->db, r >= 0);
     db_guard_disarm(app->db);
-    if (r != HANDLER_DEFERRED && db_tx_seq(app->db))
-        tick_wait_add(h, db_tx_seq(app->db));
+    if (r == HANDLER_DEFERRED || tx == 0)
+        return r;
+    int t = db_tx_result(app->db, tx);
+    if (t < 0) { /* rolled back already: answer (and audit) the failure, not the handler's */
+        h->err_message = NULL;
+        h->err_field = NULL;
+        return t;
+    }
+    tick_wait_add(h, tx);
     return r;
 }
 

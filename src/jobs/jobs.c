@@ -133,9 +133,9 @@ static void writes_apply(uv_async_t *a)
         int r = db_write_begin(j->db);
         if (r == 0)
             r = w->apply(j->db, w->arg);
+        w->tx = db_tx_seq(j->db); /* before the savepoint ends: that may end the tick too */
         db_request_end(j->db, r >= 0);
         w->result = r;
-        w->tx = db_tx_seq(j->db);
         w->next = j->applied;
         j->applied = w;
     }

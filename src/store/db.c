@@ -15,9 +15,6 @@
 #include "core/embedded.h"
 #include "core/err.h"
 #include "core/log.h"
-#ifdef TESSERA_TEST_VFS
-#include "store/vfs_powercut.h"
-#endif
 
 #define STMT_CACHE 1024
 
@@ -30,6 +27,7 @@ struct stmt_slot {
  * writer's automatic checkpoint cost up to a sixth of the loop's time under ingestion. The
  * writer's wal hook wakes the thread once the log passes CKPT_PAGES. */
 #define CKPT_PAGES 4000
+#define WAL_AUTOCHECKPOINT 1000  /* SQLite's default, when there is no checkpointer */
 struct checkpointer {
     pthread_t thread;
     pthread_mutex_t mu;
@@ -50,6 +48,7 @@ struct db {
     uint64_t tx_seq;             /* number of the tick transaction, counting BEGINs */
     bool committing;             /* db_tick_commit's COMMIT is running (commit_hook_cb) */
     bool must_rollback;          /* a failed tick whose ROLLBACK failed too: retried */
+    bool wal_committed;          /* set by wal_hook_cb: a commit reached the WAL */
     struct {
         uint64_t seq;
         int err;
@@ -416,11 +415,19 @@ static void *ckpt_main(void *arg)
     return NULL;
 }
 
+/* SQLite calls it after every commit that reached the WAL, and only then: how db_tick_commit
+ * tells a COMMIT that failed from one that committed and then reported an error (an
+ * allocation that failed on the way out makes sqlite3_exec answer SQLITE_NOMEM). It also
+ * wakes the checkpointer, or without one checkpoints as SQLite's default hook would. */
 static int wal_hook_cb(void *arg, sqlite3 *h, const char *name, int pages)
 {
-    (void)h, (void)name;
-    struct checkpointer *c = arg;
-    if (pages >= CKPT_PAGES) {
+    struct db *db = arg;
+    struct checkpointer *c = &db->ckpt;
+    db->wal_committed = true;
+    if (!c->started) {
+        if (pages >= WAL_AUTOCHECKPOINT)
+            sqlite3_wal_checkpoint(h, name);
+    } else if (pages >= CKPT_PAGES) {
         pthread_mutex_lock(&c->mu);
         c->wanted = true;
         pthread_cond_signal(&c->cond);
@@ -451,8 +458,6 @@ static void ckpt_start(struct db *db, const char *path, bool durability_full)
         return;
     }
     c->started = true;
-    sqlite3_wal_autocheckpoint(db->h, 0);
-    sqlite3_wal_hook(db->h, wal_hook_cb, c);
 }
 
 static void ckpt_stop(struct db *db)
@@ -460,7 +465,6 @@ static void ckpt_stop(struct db *db)
     struct checkpointer *c = &db->ckpt;
     if (!c->started)
         return;
-    sqlite3_wal_hook(db->h, NULL, NULL);
     pthread_mutex_lock(&c->mu);
     c->stop = true;
     pthread_cond_signal(&c->cond);
@@ -476,12 +480,6 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
             size_t errlen)
 {
     faults_init(); /* before SQLite's first use, a test VFS's registration included */
-#ifdef TESSERA_TEST_VFS /* -Dtest_vfs=true: TESSERA_TEST_VFS=powercut, before the first open */
-    if (vfs_powercut_install() < 0) {
-        snprintf(err, errlen, "TESSERA_TEST_VFS: cannot install that test VFS");
-        return -EINVAL;
-    }
-#endif
     struct db *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return -ENOMEM;
@@ -518,6 +516,7 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
     sqlite3_progress_handler(db->h, 1000, guard_cb, db);
     sqlite3_commit_hook(db->h, commit_hook_cb, db);
     ckpt_start(db, path, durability_full);
+    sqlite3_wal_hook(db->h, wal_hook_cb, db);
     *ret = db;
     return 0;
 }
@@ -561,6 +560,23 @@ bool db_in_write(const struct db *db)
 
 /* ---------- the tick's transaction ---------- */
 
+/* Logs a tick rolled back at most once a second: a full disk fails every tick, and the log
+ * may well be on that disk. */
+static void rollback_log(const char *why, int rc)
+{
+    static int64_t logged_ms;
+    static int64_t missed;
+    int64_t now = clock_now_ms();
+    if (now - logged_ms < 1000) {
+        missed++;
+        return;
+    }
+    log_msg(LOG_ERROR, "the tick's transaction was rolled back: %s: %s (%lld more since the "
+                       "last report)", why, sqlite3_errstr(rc), (long long)missed);
+    logged_ms = now;
+    missed = 0;
+}
+
 /* The tick's transaction has ended: committed (err 0) or rolled back (err < 0). */
 static void tx_ended(struct db *db, int err)
 {
@@ -590,8 +606,8 @@ static int tx_fault_err(int rc)
 static void tx_check_lost(struct db *db)
 {
     if (tx_lost(db)) {
-        log_msg(LOG_ERROR, "the tick's transaction was rolled back by SQLite: %s",
-                err_message(tx_fault_err(0)));
+        rollback_log("by SQLite, after", thread_fault ? thread_fault
+                                                     : atomic_load(&fault_last_rc));
         tx_ended(db, tx_fault_err(0));
     }
 }
@@ -668,29 +684,19 @@ int db_request_end(struct db *db, bool ok)
             rc = sqlite3_exec(db->h, "ROLLBACK TO request", NULL, NULL, NULL);
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db->h, "RELEASE request", NULL, NULL, NULL);
-        fault_note(rc);
+        if (rc != SQLITE_OK) {
+            /* (no memory, say) the request's writes can be neither undone alone nor told apart
+             * from the others': the whole tick goes, and every answer that stood on it */
+            fault_note(rc);
+            rollback_log("a request's savepoint could not end", rc);
+            tx_abort(db);
+            tx_ended(db, tx_fault_err(rc));
+        }
     }
     db->request_open = false;
     db->savepoint_set = false;
     tx_check_lost(db);
     return rc == SQLITE_OK ? 0 : tx_fault_err(rc);
-}
-
-/* Logs a failed tick at most once a second: a full disk fails every tick, and the log may
- * well be on that disk. */
-static void tick_failure_log(int rc)
-{
-    static int64_t logged_ms;
-    static int64_t missed;
-    int64_t now = clock_now_ms();
-    if (now - logged_ms < 1000) {
-        missed++;
-        return;
-    }
-    log_msg(LOG_ERROR, "tick commit failed and was rolled back: %s (%lld more since the last "
-                       "report)", sqlite3_errstr(rc), (long long)missed);
-    logged_ms = now;
-    missed = 0;
 }
 
 int db_tick_commit(struct db *db)
@@ -702,8 +708,13 @@ int db_tick_commit(struct db *db)
     if (!db->in_tx)
         return 0;
     db->committing = true;
+    db->wal_committed = false;
     int rc = sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL);
     db->committing = false;
+    if (rc != SQLITE_OK && db->wal_committed && sqlite3_get_autocommit(db->h)) {
+        log_msg(LOG_WARN, "COMMIT answered \"%s\" after committing", sqlite3_errstr(rc));
+        rc = SQLITE_OK;
+    }
     if (rc == SQLITE_OK) {
         db->stats.commits++;
         atomic_store(&commit_last_ms, clock_now_ms());
@@ -718,7 +729,7 @@ int db_tick_commit(struct db *db)
      * and fail the requests that made them (db_tx_result) instead of retrying forever with every
      * response held — which is what an open transaction would mean. */
     fault_note(rc);
-    tick_failure_log(rc);
+    rollback_log("COMMIT failed", rc);
     tx_abort(db);
     tx_ended(db, tx_fault_err(rc));
     return tx_fault_err(rc);
