@@ -15,6 +15,9 @@
 #include "core/embedded.h"
 #include "core/err.h"
 #include "core/log.h"
+#ifdef TESSERA_TEST_VFS
+#include "store/vfs_powercut.h"
+#endif
 
 #define STMT_CACHE 1024
 
@@ -480,6 +483,12 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
             size_t errlen)
 {
     faults_init(); /* before SQLite's first use, a test VFS's registration included */
+#ifdef TESSERA_TEST_VFS /* -Dtest_vfs=true: TESSERA_TEST_VFS=powercut, before the first open */
+    if (vfs_powercut_install() < 0) {
+        snprintf(err, errlen, "TESSERA_TEST_VFS: cannot install that test VFS");
+        return -EINVAL;
+    }
+#endif
     struct db *db = calloc(1, sizeof(*db));
     if (db == NULL)
         return -ENOMEM;
