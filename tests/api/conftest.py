@@ -45,7 +45,9 @@ class Server:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=e)
         self.wait_ready()
 
-    def wait_ready(self, timeout=20):
+    def wait_ready(self, timeout=None):
+        # TESSERA_TEST_READY_TIMEOUT: slower builds (ThreadSanitizer loads --demo in minutes)
+        timeout = timeout or float(os.environ.get("TESSERA_TEST_READY_TIMEOUT", "20"))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
