@@ -46,8 +46,9 @@ class Server:
         self.wait_ready()
 
     def wait_ready(self, timeout=None):
-        # TESSERA_TEST_READY_TIMEOUT: slower builds (ThreadSanitizer loads --demo in minutes)
-        timeout = timeout or float(os.environ.get("TESSERA_TEST_READY_TIMEOUT", "20"))
+        # TESSERA_TEST_READY_TIMEOUT: at least this long, for slower builds (ThreadSanitizer
+        # loads --demo in minutes)
+        timeout = max(timeout or 20, float(os.environ.get("TESSERA_TEST_READY_TIMEOUT", "0")))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
