@@ -2,7 +2,7 @@
 """Paced (open-loop) load for tools/check soak: requests leave on a schedule, not when the
 previous answer came back, so a slow server meets a growing queue as it would in production.
 
-    soak_load.py mix URL RATE SECONDS ACCOUNTS.json SCALE RUN OUT.npz [USERS]
+    soak_load.py mix URL RATE SECONDS ACCOUNTS.json SCALE RUN OUT.npz [USERS [flood]]
     soak_load.py probe URL PATH INTERVAL SECONDS OUT.npz
 
 mix: USERS clients (1000), each with one keep-alive connection; request i is due at
@@ -10,7 +10,7 @@ t0 + i/RATE and belongs to client i % USERS, which sends it at once if its conne
 free, else after its earlier requests. Latency is counted from the moment a request was due
 (as wrk2 does, so a stalled server cannot hide behind the queue it caused). A client answered
 503/429 honours Retry-After as SDKs do: it sends nothing until then, and the requests that
-fall due meanwhile are counted as deferred, not sent. probe: one keep-alive connection asking
+fall due meanwhile are counted as deferred, not sent ("flood": clients that ignore it). probe: one keep-alive connection asking
 PATH every INTERVAL s, closed loop. Both write numpy arrays: due (s from start), latency (s),
 status (0: connection lost or refused, or 10 s without an answer), kind (index into
 soak_mix.KINDS), plus the client's own schedule lag and the counts above.
@@ -122,8 +122,9 @@ class User:
 
 
 class Driver:
-    def __init__(self, loop, host, port, res, users):
+    def __init__(self, loop, host, port, res, users, flood=False):
         self.loop, self.host, self.port, self.res = loop, host, port, res
+        self.flood = flood
         self.users = [User() for _ in range(users)]
         self.busy = set()
         self.t0 = 0.0
@@ -171,7 +172,7 @@ class Driver:
             u.conn = None
         else:
             self.busy.discard(conn)
-        if retry > 0:
+        if retry > 0 and not self.flood:
             u.paused_until = self.loop.time() + retry
             self.res.deferred += len(u.queue)
             u.queue.clear()
@@ -204,7 +205,7 @@ class Driver:
         return bool(self.busy) or any(u.queue for u in self.users)
 
 
-async def run_mix(url, rate, seconds, acc_path, scale, run, out, users):
+async def run_mix(url, rate, seconds, acc_path, scale, run, out, users, flood):
     loop = asyncio.get_running_loop()
     host, port = url.split("//")[1].split(":")
     acc = soak_mix.Accounts.__new__(soak_mix.Accounts)
@@ -212,7 +213,7 @@ async def run_mix(url, rate, seconds, acc_path, scale, run, out, users):
     maker = soak_mix.Maker(acc, scale, run)
     kind_index = {k[0]: i for i, k in enumerate(soak_mix.KINDS)}
     res = Results()
-    d = Driver(loop, host, int(port), res, users)
+    d = Driver(loop, host, int(port), res, users, flood)
     d.t0 = loop.time() + 0.05
     await asyncio.sleep(0.05)
     i, last_sweep = 0, d.t0
@@ -285,7 +286,7 @@ def main(argv):
         url, rate, secs, acc, scale, run, out = argv[2:9]
         users = int(argv[9]) if len(argv) > 9 else 1000
         asyncio.run(run_mix(url, float(rate), float(secs), acc, float(scale), int(run), out,
-                            users))
+                            users, argv[10:11] == ["flood"]))
     elif argv[1] == "probe":
         url, path, interval, secs, out = argv[2:7]
         asyncio.run(run_probe(url, path, float(interval), float(secs), out))
