@@ -28,7 +28,7 @@ struct pool_call {
     struct hctx *h;
     const struct route *route;
     int result;
-    int fault;                  /* storage fault the pool half met (db_fault_get) */
+    int fault;                  /* storage fault met before or in the pool half (db_fault_get) */
 };
 
 /* A response computed on the writer while the tick's transaction was open stands on that
@@ -369,15 +369,12 @@ static void tick_wait_add(struct hctx *h, uint64_t tx)
     h->app->tick_waits = w;
 }
 
-/* A storage fault SQLite reported on this thread since db_fault_clear (or prior, one from
- * the pool half) is the answer, whatever the step made of the failed statement: an auth step
- * that cannot read the session would say 401, a read loop that stops at the error would answer
- * a short list with 200. */
-static int fault_override(struct hctx *h, int r, int prior)
+/* A storage fault SQLite reported on this thread since db_fault_clear is the answer, whatever
+ * the step made of the failed statement: an auth step that cannot read the session would say
+ * 401, a read loop that stops at the error would answer a short list with 200. */
+static int fault_override(struct hctx *h, int r)
 {
     int f = db_fault_get();
-    if (f == 0)
-        f = prior;
     if (f == 0)
         return r;
     h->err_message = NULL;
@@ -386,9 +383,9 @@ static int fault_override(struct hctx *h, int r, int prior)
 }
 
 /* Runs fn (a loop handler, or a pool handler's done half) on the writer, under the request's
- * savepoint and the guard. A storage fault met meanwhile fails the request (fault_override)
- * and rolls back what fn wrote. */
-static int writer_run(struct hctx *h, int (*fn)(struct hctx *h), int prior)
+ * savepoint and the guard. A storage fault met meanwhile fails the request (fault_override;
+ * one met before fn deferred to the pool fails it there) and rolls back what fn wrote. */
+static int writer_run(struct hctx *h, int (*fn)(struct hctx *h))
 {
     struct app *app = h->app;
     h->db = db_handle(app->db);
@@ -396,10 +393,11 @@ static int writer_run(struct hctx *h, int (*fn)(struct hctx *h), int prior)
     db_request_start(app->db);
     db_fault_clear();
     int r = fn(h);
+    bool faulted = db_fault_get() < 0;
     if (r != HANDLER_DEFERRED)
-        r = fault_override(h, r, prior);
+        r = fault_override(h, r);
     uint64_t tx = db_tx_seq(app->db); /* before the savepoint ends: that may end the tick too */
-    db_request_end(app->db, r >= 0);
+    db_request_end(app->db, r >= 0 && !faulted);
     db_guard_disarm(app->db);
     if (r == HANDLER_DEFERRED || tx == 0)
         return r;
@@ -461,18 +459,25 @@ static void pool_call_work(struct pool_task *t, struct pool_worker *w)
         pc->h->pool_work(pc->h);
     else
         pc->result = pc->route->handler(pc->h);
-    pc->fault = db_fault_get();
+    if (db_fault_get() < 0)
+        pc->fault = db_fault_get();
 }
 
+/* A storage fault on either side of the hop is the answer, and the done half does not run —
+ * as when the pool never ran (its cleanups are the arena's): it would act on what the failed
+ * reads told it, and count a login whose user row could not be read as a wrong password. */
 static void pool_call_done(struct pool_task *t, int status)
 {
     struct pool_call *pc = (struct pool_call *)t;
     struct hctx *h = pc->h;
     int r = status < 0 ? TS_E_UNAVAILABLE : pc->result;
-    if (status == 0 && h->pool_done)
-        r = writer_run(h, h->pool_done, pc->fault);
-    else if (status == 0)
-        r = fault_override(h, r, pc->fault);
+    if (status == 0 && pc->fault < 0) {
+        h->err_message = NULL;
+        h->err_field = NULL;
+        r = pc->fault;
+    } else if (status == 0 && h->pool_done) {
+        r = writer_run(h, h->pool_done);
+    }
     finish(h, r);
 }
 
@@ -483,6 +488,7 @@ static int pool_call_submit(struct hctx *h, const struct route *rt)
     pc->task.done = pool_call_done;
     pc->h = h;
     pc->route = rt;
+    pc->fault = db_fault_get(); /* met by the loop half before it deferred */
     if (pool_submit(h->app->pool, &pc->task) < 0) {
         h->err_message = "worker pool is full; retry shortly";
         return TS_E_UNAVAILABLE;
@@ -503,7 +509,7 @@ static void step_handler(struct hctx *h, const struct route *rt)
     if (rt->where == RUN_POOL)
         r = pool_call_submit(h, rt);
     else
-        r = writer_run(h, rt->handler, 0);
+        r = writer_run(h, rt->handler);
     if (r != HANDLER_DEFERRED)
         finish(h, r);
 }
@@ -541,7 +547,7 @@ void dispatch_request(struct request *req)
     if (r == 0)
         r = dispatch_validate_body(h, rt->flags);
     if (r < 0) {
-        finish(h, fault_override(h, r, 0));
+        finish(h, fault_override(h, r));
         return;
     }
     if (observe_cache_lookup(h, rt))

@@ -32,6 +32,10 @@ struct jobs {
     struct db *db;
     uv_async_t wake;             /* job_write -> loop */
     bool has_wake;
+    uv_timer_t rescue;           /* jobs stranded by a storage fault (rescue_cb) */
+    struct job_run *live;        /* loop only: every run in memory */
+    uint64_t faults_seen;        /* loop only: db_fault_count at the last look */
+    bool rescue_due;
     bool stopping;               /* under mu: job_write answers TS_E_UNAVAILABLE */
     struct write_req *wq;        /* under mu: waiting to be applied */
     struct write_req *applied;   /* loop only: applied, waiting for the commit */
@@ -77,6 +81,10 @@ static const char SQL_RECOVER_REQUEUE[] =
 static const char SQL_QUEUED[] =
     "SELECT id, tenant_id, kind, params, checkpoint FROM jobs WHERE status = 'queued' "
     "ORDER BY created_at";
+static const char SQL_REQUEUE_KEEP[] = "UPDATE jobs SET status = 'queued' WHERE id = ?";
+static const char SQL_STRANDED[] =
+    "SELECT id, tenant_id, kind, params, checkpoint FROM jobs WHERE status IN ('queued', "
+    "'running') ORDER BY created_at LIMIT 256";
 
 static const struct job_kind *kind_find(struct jobs *j, const char *name)
 {
@@ -84,6 +92,13 @@ static const struct job_kind *kind_find(struct jobs *j, const char *name)
         if (strcmp(j->kinds[i].name, name) == 0)
             return &j->kinds[i];
     return NULL;
+}
+
+/* The errors of a database that cannot serve just now, which a job is not failed for. */
+static bool storage_fault(int err)
+{
+    return err == TS_E_STORAGE || err == TS_E_STORAGE_FULL || err == TS_E_NO_MEMORY ||
+           err == TS_E_BUSY;
 }
 
 /* ---- write requests from workers ---- */
@@ -130,9 +145,12 @@ static void writes_apply(uv_async_t *a)
     for (struct write_req *w = rev, *next; w; w = next) {
         next = w->next;
         db_request_start(j->db);
+        db_fault_clear();
         int r = db_write_begin(j->db);
         if (r == 0)
             r = w->apply(j->db, w->arg);
+        if (db_fault_get() < 0) /* whatever apply made of it, as for a request */
+            r = db_fault_get();
         w->tx = db_tx_seq(j->db); /* before the savepoint ends: that may end the tick too */
         db_request_end(j->db, r >= 0);
         w->result = r;
@@ -168,6 +186,8 @@ int job_write(struct job_run *r, job_apply_fn apply, void *arg)
     while (!w.done)
         pthread_cond_wait(&j->wq_cond, &j->mu);
     pthread_mutex_unlock(&j->mu);
+    if (storage_fault(w.result))
+        r->met_fault = true; /* the kind may word it as its own failure: job_work knows better */
     return w.result;
 }
 
@@ -192,6 +212,10 @@ static void writes_stop(struct jobs *j)
     }
 }
 
+#define RESCUE_EVERY_MS 2000    /* how often the rescue timer looks (rescue_cb) */
+#define RESCUE_WINDOW_MS 10000  /* a fault this recent, with no commit since, is not over */
+static void rescue_cb(uv_timer_t *t);
+
 int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job_kind *kinds,
              size_t nkinds, struct jobs **ret)
 {
@@ -208,6 +232,11 @@ int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job
     if (loop && uv_async_init(loop, &j->wake, writes_apply) == 0) {
         j->wake.data = j;
         j->has_wake = true;
+        uv_timer_init(loop, &j->rescue);
+        j->rescue.data = j;
+        j->faults_seen = db_fault_count();
+        uv_timer_start(&j->rescue, rescue_cb, RESCUE_EVERY_MS, RESCUE_EVERY_MS);
+        uv_unref((uv_handle_t *)&j->rescue); /* never what keeps the loop alive */
     }
     *ret = j;
     return 0;
@@ -219,6 +248,7 @@ void jobs_close_handles(struct jobs *j)
         return;
     writes_stop(j);
     uv_close((uv_handle_t *)&j->wake, NULL);
+    uv_close((uv_handle_t *)&j->rescue, NULL);
     j->has_wake = false;
 }
 
@@ -272,7 +302,12 @@ static void job_work(struct pool_task *t, struct pool_worker *w)
 {
     struct job_run *r = (struct job_run *)((char *)t - offsetof(struct job_run, task));
     r->db = w->db;
+    db_fault_clear();
     r->status = r->kind->run(r);
+    /* failing while storage failed (a read here, a write it asked for) is not the job's
+     * failure, whatever the kind made of it: it runs again once the fault has passed */
+    if (r->status < 0 && r->status != -ECANCELED && (r->met_fault || db_fault_get() < 0))
+        r->status = r->met_fault ? TS_E_STORAGE : db_fault_get();
 }
 
 static int exec_stmt(sqlite3_stmt *st)
@@ -288,7 +323,10 @@ static void job_record_end(struct jobs *j, struct job_run *r, const char *status
         return;
     }
     sqlite3_stmt *st;
-    if (strcmp(status, "queued") == 0) {
+    if (strcmp(status, "retry") == 0) { /* as it was, checkpoint and all */
+        st = db_stmt(j->db, SQL_REQUEUE_KEEP);
+        sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
+    } else if (strcmp(status, "queued") == 0) {
         st = db_stmt(j->db, SQL_REQUEUE);
         if (r->next_checkpoint.len)
             sqlite3_bind_text(st, 1, r->next_checkpoint.data, (int)r->next_checkpoint.len,
@@ -311,23 +349,44 @@ static void job_record_end(struct jobs *j, struct job_run *r, const char *status
         log_msg(LOG_ERROR, "job %s: recording end failed", r->id);
 }
 
+static const char *col_or_empty(sqlite3_stmt *q, int i)
+{
+    const unsigned char *s = sqlite3_column_text(q, i);
+    return s ? (const char *)s : "";
+}
+
+
+static void live_remove(struct jobs *j, struct job_run *r)
+{
+    for (struct job_run **p = &j->live; *p; p = &(*p)->next_live)
+        if (*p == r) {
+            *p = r->next_live;
+            return;
+        }
+}
+
 static void job_done(struct pool_task *t, int status)
 {
     struct job_run *r = (struct job_run *)((char *)t - offsetof(struct job_run, task));
     struct jobs *j = r->jobs;
+    live_remove(j, r);
     jobs_apply_progress(j);
     const char *end;
     if (status == -ECANCELED || r->status == -ECANCELED)
         end = "queued"; /* resumed at next start */
     else if (r->status == 0)
         end = "completed";
+    else if (storage_fault(r->status)) {
+        end = "retry"; /* not the job's failure: it runs again once the fault has passed */
+        j->rescue_due = true;
+    }
     else {
         end = "failed";
         if (!r->error[0])
             snprintf(r->error, sizeof(r->error), "job failed (%d)", r->status);
     }
     job_record_end(j, r, end);
-    if (j->on_finish && strcmp(end, "queued") != 0)
+    if (j->on_finish && strcmp(end, "queued") != 0 && strcmp(end, "retry") != 0)
         j->on_finish(j->on_finish_arg, r->tenant_id, r->id, r->kind->name, end);
     run_free(r);
 }
@@ -355,9 +414,69 @@ static int job_start(struct jobs *j, const char *id, const char *tenant, const s
     int rc = exec_stmt(st);
     if (rc == 0)
         rc = pool_submit(j->pool, &r->task);
-    if (rc < 0)
+    if (rc < 0) {
         run_free(r);
+        return rc;
+    }
+    r->next_live = j->live;
+    j->live = r;
     return rc;
+}
+
+/* ---- jobs a storage fault stranded ----
+ * A job's start and end are loop writes in the tick like any other, and its own writes go
+ * through job_write: a storage fault can roll back its start or its end record, or refuse the
+ * write it needed (the job then ends "retry"). Either way its row is left queued or running
+ * with no run in memory — what only jobs_recover, at the next start, would pick up. A timer
+ * notes the faults; once one has passed (a commit since, or RESCUE_WINDOW_MS without another)
+ * such rows start again from their checkpoint, as after a restart. */
+static bool run_live(const struct jobs *j, const char *id)
+{
+    for (const struct job_run *r = j->live; r; r = r->next_live)
+        if (strcmp(r->id, id) == 0)
+            return true;
+    return false;
+}
+
+static void rescue_sweep(struct jobs *j)
+{
+    if (db_write_begin(j->db) < 0) {
+        j->rescue_due = true; /* the next look tries again */
+        return;
+    }
+    sqlite3_stmt *q = db_stmt(j->db, SQL_STRANDED);
+    int started = 0;
+    while (q && sqlite3_step(q) == SQLITE_ROW) {
+        const char *id = col_or_empty(q, 0);
+        const struct job_kind *k = kind_find(j, col_or_empty(q, 2));
+        if (k == NULL || run_live(j, id))
+            continue;
+        const unsigned char *cp = sqlite3_column_text(q, 4);
+        if (job_start(j, id, col_or_empty(q, 1), k, col_or_empty(q, 3),
+                      cp ? (const char *)cp : NULL) == 0)
+            started++;
+    }
+    if (q)
+        sqlite3_reset(q);
+    if (started) {
+        log_msg(LOG_WARN, "jobs: %d job(s) a storage fault had stranded run again", started);
+        if (db_tick_commit(j->db) == 0 && j->on_commit)
+            j->on_commit(j->on_commit_arg);
+    }
+}
+
+static void rescue_cb(uv_timer_t *t)
+{
+    struct jobs *j = t->data;
+    uint64_t n = db_fault_count();
+    if (n != j->faults_seen) {
+        j->faults_seen = n;
+        j->rescue_due = true;
+    }
+    if (j->rescue_due && db_fault_recent(RESCUE_WINDOW_MS) == 0) {
+        j->rescue_due = false;
+        rescue_sweep(j);
+    }
 }
 
 void jobs_set_tenant_cap(struct jobs *j, int max)

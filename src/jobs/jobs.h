@@ -46,6 +46,8 @@ struct job_run {
     char error[256];
     int status;
     struct pool_task task;
+    struct job_run *next_live;   /* jobs.c: every run in memory, queued in the pool or running */
+    bool met_fault;              /* jobs.c: a job_write of this run met a storage fault */
 };
 
 typedef void (*jobs_finish_fn)(void *arg, const char *tenant_id, const char *job_id,

@@ -207,6 +207,7 @@ static _Thread_local int thread_fault;      /* SQLite result code; 0: none since
 static _Atomic int64_t fault_last_ms;       /* process-wide: the last fault, and when */
 static _Atomic int fault_last_rc;
 static _Atomic int64_t commit_last_ms;      /* the last tick that committed */
+static _Atomic uint64_t fault_count;
 
 static bool rc_is_fault(int rc)
 {
@@ -223,6 +224,7 @@ static void fault_note(int rc)
         thread_fault = rc;
     atomic_store(&fault_last_rc, rc);
     atomic_store(&fault_last_ms, clock_now_ms());
+    atomic_fetch_add(&fault_count, 1);
 }
 
 static void sqlite_log_cb(void *arg, int rc, const char *msg)
@@ -239,6 +241,11 @@ void db_fault_clear(void)
 int db_fault_get(void)
 {
     return thread_fault ? db_err(thread_fault) : 0;
+}
+
+uint64_t db_fault_count(void)
+{
+    return atomic_load(&fault_count);
 }
 
 int db_fault_recent(int64_t window_ms)

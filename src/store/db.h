@@ -49,6 +49,8 @@ int db_fault_get(void);
 /* The last storage fault in the process if it happened within window_ms and no tick has
  * committed since (for /health and /ready); else 0. */
 int db_fault_recent(int64_t window_ms);
+/* How many storage faults SQLite has reported in this process (any thread). */
+uint64_t db_fault_count(void);
 /* Arms the loop-thread guard: statements stop (SQLITE_INTERRUPT) once guard_ms has passed. */
 void db_guard_arm(struct db *db);
 void db_guard_disarm(struct db *db);
