@@ -28,8 +28,19 @@ struct stmt_slot {
 
 /* WAL checkpoints run on their own thread and connection, not in the loop's commits: the
  * writer's automatic checkpoint cost up to a sixth of the loop's time under ingestion. The
- * writer's wal hook wakes the thread once the log passes CKPT_PAGES. */
+ * writer's wal hook wakes the thread once the log passes CKPT_PAGES.
+ * The thread copies frames but cannot make the log start over: SQLite restarts the WAL only
+ * when a write transaction begins with every frame copied, and under a steady stream of ticks
+ * the writer has always appended more before the thread is done, so the log grew without bound
+ * (1.1 GB in 35 s of tools/check crash's write mix; every restart then recovered all of it).
+ * So once the log passes CKPT_RESTART_PAGES and a pass of the thread has copied all of it, the
+ * writer's next commit checkpoints itself, right after it, when nothing can be appended in
+ * between: only the frames of the few ticks since are left to copy. RESTART mode also waits
+ * (the loop's short busy timeout) for readers of the log to move on, so that the writer's next
+ * transaction starts the log over. While a reader holds an old snapshot no pass gets that far,
+ * and the log grows until it lets go, as it must. */
 #define CKPT_PAGES 4000
+#define CKPT_RESTART_PAGES (4 * CKPT_PAGES)
 #define WAL_AUTOCHECKPOINT 1000  /* SQLite's default, when there is no checkpointer */
 struct checkpointer {
     pthread_t thread;
@@ -37,6 +48,7 @@ struct checkpointer {
     pthread_cond_t cond;
     sqlite3 *h;
     bool started, wanted, stop;
+    bool caught_up;              /* the last pass copied every frame of the log it saw */
     int64_t runs;
 };
 
@@ -417,8 +429,12 @@ static void *ckpt_main(void *arg)
         c->wanted = false;
         pthread_mutex_unlock(&c->mu);
         /* PASSIVE: copies what no reader still needs, never waits on readers or the writer */
-        sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log = -1, copied = -1;
+        int rc = sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
         pthread_mutex_lock(&c->mu);
+        c->caught_up = rc == SQLITE_OK && log > 0 && copied == log;
+        if (c->caught_up && log >= CKPT_RESTART_PAGES)
+            c->wanted = false; /* the writer finishes (see CKPT_PAGES), or wakes us again */
         c->runs++;
     }
     pthread_mutex_unlock(&c->mu);
@@ -439,9 +455,18 @@ static int wal_hook_cb(void *arg, sqlite3 *h, const char *name, int pages)
             sqlite3_wal_checkpoint(h, name);
     } else if (pages >= CKPT_PAGES) {
         pthread_mutex_lock(&c->mu);
-        c->wanted = true;
-        pthread_cond_signal(&c->cond);
+        bool finish = c->caught_up && pages >= CKPT_RESTART_PAGES; /* see CKPT_PAGES */
+        c->caught_up = false;
         pthread_mutex_unlock(&c->mu);
+        int log = -1, copied = -1;
+        if (finish)
+            sqlite3_wal_checkpoint_v2(h, name, SQLITE_CHECKPOINT_RESTART, &log, &copied);
+        if (log <= 0 || copied != log) {
+            pthread_mutex_lock(&c->mu);
+            c->wanted = true;
+            pthread_cond_signal(&c->cond);
+            pthread_mutex_unlock(&c->mu);
+        }
     }
     return SQLITE_OK;
 }
@@ -520,6 +545,9 @@ int db_open(const char *path, bool durability_full, int guard_ms, struct db **re
      * the cache instead of spilling to the WAL mid-statement (ingestion measured ~5x). */
     if (r == 0)
         r = exec(db->h, "PRAGMA temp_store=MEMORY; PRAGMA cache_size=-65536", err, errlen);
+    /* when the log starts over its file is cut back to 64 MiB, not left at its largest size */
+    if (r == 0)
+        r = exec(db->h, "PRAGMA journal_size_limit=67108864", err, errlen);
     if (r == 0) {
         sqlite3_busy_timeout(db->h, 2000); /* migrations may wait; the loop sets 5 ms below */
         r = db_migrate(db->h, err, errlen);
