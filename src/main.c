@@ -293,9 +293,9 @@ static int serve_listen(struct serve_state *st, char *err, size_t errlen)
     struct app *app = &st->app;
     struct config *cfg = app->cfg;
     struct server_limits lim = {
-        .max_url = 8192,
+        .max_url = HTTP_URL_MAX,
         .max_header_bytes = (size_t)cfg->max_header_kb * 1024,
-        .max_headers = 100,
+        .max_headers = HTTP_HEADERS_MAX,
         .max_body = (size_t)cfg->max_body_kb * 1024,
         .idle_timeout_ms = cfg->idle_timeout_s * 1000,
         .header_timeout_ms = cfg->header_timeout_s * 1000,

@@ -69,6 +69,9 @@ struct request {
     struct request *next_ready;
 };
 
+#define HTTP_URL_MAX 8192           /* request-target bytes, query included (414 past it) */
+#define HTTP_HEADERS_MAX 100        /* header fields of one request (431 past it) */
+
 struct server_limits {
     size_t max_url;                 /* 414 past this */
     size_t max_header_bytes;        /* 431 past this */

@@ -25,9 +25,9 @@ RATES = ["--rate-limit", "default=1000000/60", "--rate-limit", "recs=1000000/60"
 BODY_KB = 4          # --max-body-kb for these servers
 BATCH_MB = 1         # --max-batch-mb
 UPLOAD_MB = 1        # --max-upload-mb
-URL_MAX = 8192       # main.c's server_limits.max_url
+URL_MAX = 8192       # http.h HTTP_URL_MAX
 QUERY_MAX = 256      # dispatch.c QUERY_MAX_PARAMS
-HEADERS_MAX = 100    # main.c's server_limits.max_headers
+HEADERS_MAX = 100    # http.h HTTP_HEADERS_MAX
 JSON_DEPTH = 32      # core/json.h JSON_MAX_DEPTH
 MP_PARTS = 16        # desk/files.c FILES_MAX_PARTS (the parser's own cap is 1000: unit test)
 MP_HEADER_BYTES = 8192   # http/multipart.h MP_HEADER_MAX
