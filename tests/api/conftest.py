@@ -43,7 +43,12 @@ class Server:
         e.update(env or {})
         self.args = [BIN, "serve", "--data", data, "--listen", f"127.0.0.1:{self.port}", *extra]
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self.log, env=e)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.proc.kill()  # a server that never became ready must not outlive the test
+            self.proc.wait()
+            raise
 
     def wait_ready(self, timeout=None):
         # TESSERA_TEST_READY_TIMEOUT: at least this long, for slower builds (ThreadSanitizer

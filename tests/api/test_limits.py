@@ -83,11 +83,15 @@ class World:
         self.server = Server("--max-body-kb", str(BODY_KB), "--max-batch-mb", str(BATCH_MB),
                              "--max-upload-mb", str(UPLOAD_MB), *RATES, data=data)
         self.api = Api(self.server)
-        self.tok = bearer(login(self.api, "admin@acme.example")["access_token"])
-        r = self.api.post("/api/v1/api-keys", headers=self.tok,
-                          json={"name": "internal", "permissions": ["internal"]})
-        assert r.status_code == 201, r.text
-        self.key = bearer(r.json()["key"])
+        try:
+            self.tok = bearer(login(self.api, "admin@acme.example")["access_token"])
+            r = self.api.post("/api/v1/api-keys", headers=self.tok,
+                              json={"name": "internal", "permissions": ["internal"]})
+            assert r.status_code == 201, r.text
+            self.key = bearer(r.json()["key"])
+        except BaseException:
+            self.close()
+            raise
 
     def close(self):
         self.api.close()
