@@ -191,6 +191,12 @@ int job_write(struct job_run *r, job_apply_fn apply, void *arg)
     return w.result;
 }
 
+bool job_error_transient(const struct job_run *r, int err)
+{
+    return err < 0 && err != -ECANCELED && (storage_fault(err) || r->met_fault ||
+                                            db_fault_get() < 0);
+}
+
 /* Loop: no more writes; queued ones are answered TS_E_UNAVAILABLE, applied ones get their
  * commit first. */
 static void writes_stop(struct jobs *j)

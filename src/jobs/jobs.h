@@ -78,6 +78,10 @@ const char *jobs_refusal(const struct jobs *j, const char *kind_message);
  * (nothing applied: checkpoint and return -ECANCELED). apply may use db_stmt. */
 typedef int (*job_apply_fn)(struct db *db, void *arg);
 int job_write(struct job_run *r, job_apply_fn apply, void *arg);
+/* Worker thread: did the run fail with err because storage failed (err a storage fault's code,
+ * a job_write of it met one, or a read on this thread did)? Then the job runs again once the
+ * fault has passed: a kind should not record the failure as final (a batch as failed). */
+bool job_error_transient(const struct job_run *r, int err);
 /* Loop thread, inside a job_write apply: the job's work so far is stored for good (its next run
  * resumes past it), so its run count starts again from this run (see max_attempts). */
 int job_attempts_reset(struct db *db, const char *job_id);

@@ -795,7 +795,7 @@ int cm_ingest_job(struct job_run *r)
             rc = TS_E_INTERNAL;
         } else
             rc = job_chunks(r, &jb, records);
-        if (rc != -ECANCELED) {
+        if (rc != -ECANCELED && !job_error_transient(r, rc)) { /* else run again, not failed */
             struct batch_end e = {&jb, r->error[0] ? r->error : NULL};
             int fr = job_write(r, batch_finish, &e);
             rc = fr == TS_E_UNAVAILABLE ? job_checkpoint(r, jb.received) : rc < 0 ? rc : fr;
