@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/json.h"
+#include "surfaces/commerce/rollup.h"
 
 enum fkind { F_ID, F_TEXT, F_TIME, F_MONEY, F_INT, F_ENUM, F_BOOL, F_CURRENCY, F_EMAIL };
 
@@ -42,6 +43,10 @@ struct tspec {
     int nkey;
     const char *upsert;          /* the chunk's rows, by natural id */
     const char *new_ids;         /* how many of the chunk's ids are new */
+    const char *upsert1;         /* one record, its fields bound from FIRST_BOUND on */
+    const char *stored1;         /* whether one record's id is stored */
+    int day_field;               /* the time whose UTC day the chunk marks dirty itself (the
+                                  * INSERT triggers of schema/023 leave it to the chunk), or -1 */
 };
 
 const char *const cm_type_names[CM_TYPE_COUNT] = {"orders",    "transactions", "products",
@@ -117,71 +122,100 @@ static const struct fspec ITEM_F[] = {
  * order), ?3 source_id, ?4 batch_id, ?5 ingested_at. One statement per chunk, not one per
  * record: with the rollup triggers on these tables every statement opens a statement journal,
  * and its cost grows with what the enclosing savepoint has written, so fewer is much faster.
- * Rows are upserted in array order, so of two records with one id in a chunk the later wins. */
-static const char ORDER_UPSERT[] =
-    "INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, "
+ * Rows are upserted in array order, so of two records with one id in a chunk the later wins.
+ * The same upsert of one record (the stream path) binds its fields as ?6, ?7... instead: no
+ * JSON to write and read back for a single row. */
+#define ROWS_JSON(fields) "SELECT ?1, " fields ", ?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
+#define ROW_BOUND(fields) "VALUES (?1, " fields ", ?3, ?4, ?5) "
+#define J5 "value->>0, value->>1, value->>2, value->>3, value->>4"
+#define J6 J5 ", value->>5"
+#define J7 J6 ", value->>6"
+#define J8 J7 ", value->>7"
+#define J10 J8 ", value->>8, value->>9"
+#define B5 "?6, ?7, ?8, ?9, ?10"
+#define B6 B5 ", ?11"
+#define B7 B6 ", ?12"
+#define B8 B7 ", ?13"
+#define B10 B8 ", ?14, ?15"
+#define FIRST_BOUND 6
+
+#define ORDER_INTO                                                                             \
+    "INSERT INTO cm_orders(tenant_id, order_id, customer_id, created_at, total_m, currency, "  \
     "status, channel, region, source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
-    "value->>7, ?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, order_id) DO UPDATE SET customer_id = excluded.customer_id, "
-    "created_at = excluded.created_at, total_m = excluded.total_m, currency = excluded.currency, "
-    "status = excluded.status, channel = excluded.channel, region = excluded.region, "
-    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
-    "ingested_at = excluded.ingested_at";
-static const char TX_UPSERT[] =
-    "INSERT INTO cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, order_id, "
-    "customer_id, currency, channel, region, payment_method, source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
-    "value->>7, value->>8, value->>9, ?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, transaction_id) DO UPDATE SET amount_m = excluded.amount_m, "
-    "timestamp = excluded.timestamp, type = excluded.type, order_id = excluded.order_id, "
-    "customer_id = excluded.customer_id, currency = excluded.currency, "
-    "channel = excluded.channel, region = excluded.region, "
-    "payment_method = excluded.payment_method, source_id = excluded.source_id, "
-    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at";
-static const char PRODUCT_UPSERT[] =
-    "INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, cost_m, sku, active, "
-    "source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, "
-    "?3, ?4, ?5 FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, product_id) DO UPDATE SET name = excluded.name, "
-    "category = excluded.category, price_m = excluded.price_m, cost_m = excluded.cost_m, "
-    "sku = excluded.sku, active = excluded.active, source_id = excluded.source_id, "
-    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at";
-static const char CUSTOMER_UPSERT[] =
-    "INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, region, channel, "
-    "source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?3, ?4, ?5 "
-    "FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, customer_id) DO UPDATE SET created_at = excluded.created_at, "
-    "email = excluded.email, name = excluded.name, region = excluded.region, "
-    "channel = excluded.channel, source_id = excluded.source_id, batch_id = excluded.batch_id, "
-    "ingested_at = excluded.ingested_at";
-static const char INVENTORY_UPSERT[] =
-    "INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, "
+#define ORDER_SET                                                                              \
+    "ON CONFLICT(tenant_id, order_id) DO UPDATE SET customer_id = excluded.customer_id, "     \
+    "created_at = excluded.created_at, total_m = excluded.total_m, "                          \
+    "currency = excluded.currency, "                                                          \
+    "status = excluded.status, channel = excluded.channel, region = excluded.region, "        \
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "                          \
+    "ingested_at = excluded.ingested_at"
+#define TX_INTO                                                                                \
+    "INSERT INTO cm_transactions(tenant_id, transaction_id, amount_m, timestamp, type, "       \
+    "order_id, customer_id, currency, channel, region, payment_method, source_id, batch_id, "  \
+    "ingested_at) "
+#define TX_SET                                                                                 \
+    "ON CONFLICT(tenant_id, transaction_id) DO UPDATE SET amount_m = excluded.amount_m, "      \
+    "timestamp = excluded.timestamp, type = excluded.type, order_id = excluded.order_id, "    \
+    "customer_id = excluded.customer_id, currency = excluded.currency, "                      \
+    "channel = excluded.channel, region = excluded.region, "                                  \
+    "payment_method = excluded.payment_method, source_id = excluded.source_id, "              \
+    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at"
+#define PRODUCT_INTO                                                                           \
+    "INSERT INTO cm_products(tenant_id, product_id, name, category, price_m, cost_m, sku, "    \
+    "active, source_id, batch_id, ingested_at) "
+#define PRODUCT_SET                                                                            \
+    "ON CONFLICT(tenant_id, product_id) DO UPDATE SET name = excluded.name, "                  \
+    "category = excluded.category, price_m = excluded.price_m, cost_m = excluded.cost_m, "    \
+    "sku = excluded.sku, active = excluded.active, source_id = excluded.source_id, "          \
+    "batch_id = excluded.batch_id, ingested_at = excluded.ingested_at"
+#define CUSTOMER_INTO                                                                          \
+    "INSERT INTO cm_customers(tenant_id, customer_id, created_at, email, name, region, "       \
+    "channel, source_id, batch_id, ingested_at) "
+#define CUSTOMER_SET                                                                           \
+    "ON CONFLICT(tenant_id, customer_id) DO UPDATE SET created_at = excluded.created_at, "     \
+    "email = excluded.email, name = excluded.name, region = excluded.region, "                \
+    "channel = excluded.channel, source_id = excluded.source_id, "                            \
+    "batch_id = excluded.batch_id, "                                                          \
+    "ingested_at = excluded.ingested_at"
+#define INVENTORY_INTO                                                                         \
+    "INSERT INTO cm_inventory(tenant_id, product_id, warehouse, timestamp, quantity, "         \
     "reorder_level, source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, ?3, ?4, ?5 "
-    "FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, product_id, warehouse, timestamp) DO UPDATE SET "
-    "quantity = excluded.quantity, reorder_level = excluded.reorder_level, "
-    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
-    "ingested_at = excluded.ingested_at";
-static const char EVENT_UPSERT[] =
-    "INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, "
+#define INVENTORY_SET                                                                          \
+    "ON CONFLICT(tenant_id, product_id, warehouse, timestamp) DO UPDATE SET "                 \
+    "quantity = excluded.quantity, reorder_level = excluded.reorder_level, "                  \
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "                          \
+    "ingested_at = excluded.ingested_at"
+#define EVENT_INTO                                                                             \
+    "INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id, customer_id, "    \
     "product_id, source_id, batch_id, ingested_at) "
-    "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, ?3, ?4, ?5 "
-    "FROM json_each(?2) WHERE 1 "
-    "ON CONFLICT(tenant_id, event_id) DO UPDATE SET type = excluded.type, "
-    "timestamp = excluded.timestamp, session_id = excluded.session_id, "
-    "customer_id = excluded.customer_id, product_id = excluded.product_id, "
-    "source_id = excluded.source_id, batch_id = excluded.batch_id, "
-    "ingested_at = excluded.ingested_at";
+#define EVENT_SET                                                                              \
+    "ON CONFLICT(tenant_id, event_id) DO UPDATE SET type = excluded.type, "                   \
+    "timestamp = excluded.timestamp, session_id = excluded.session_id, "                      \
+    "customer_id = excluded.customer_id, product_id = excluded.product_id, "                  \
+    "source_id = excluded.source_id, batch_id = excluded.batch_id, "                          \
+    "ingested_at = excluded.ingested_at"
+
+static const char ORDER_UPSERT[] = ORDER_INTO ROWS_JSON(J8) ORDER_SET;
+static const char TX_UPSERT[] = TX_INTO ROWS_JSON(J10) TX_SET;
+static const char PRODUCT_UPSERT[] = PRODUCT_INTO ROWS_JSON(J7) PRODUCT_SET;
+static const char CUSTOMER_UPSERT[] = CUSTOMER_INTO ROWS_JSON(J6) CUSTOMER_SET;
+static const char INVENTORY_UPSERT[] = INVENTORY_INTO ROWS_JSON(J5) INVENTORY_SET;
+static const char EVENT_UPSERT[] = EVENT_INTO ROWS_JSON(J6) EVENT_SET;
+static const char ORDER_UPSERT1[] = ORDER_INTO ROW_BOUND(B8) ORDER_SET;
+static const char TX_UPSERT1[] = TX_INTO ROW_BOUND(B10) TX_SET;
+static const char PRODUCT_UPSERT1[] = PRODUCT_INTO ROW_BOUND(B7) PRODUCT_SET;
+static const char CUSTOMER_UPSERT1[] = CUSTOMER_INTO ROW_BOUND(B6) CUSTOMER_SET;
+static const char INVENTORY_UPSERT1[] = INVENTORY_INTO ROW_BOUND(B5) INVENTORY_SET;
+static const char EVENT_UPSERT1[] = EVENT_INTO ROW_BOUND(B6) EVENT_SET;
 
 /* How many distinct natural ids of ?2 (a JSON array of ids; inventory: [product, warehouse,
- * time] triples) are not stored yet: the chunk's records beyond these are duplicates. */
+ * time] triples) are not stored yet: the chunk's records beyond these are duplicates. The
+ * one-record form: whether its id (?2; inventory ?2, ?3, ?4) is stored. */
 #define NEW_IDS(table, col)                                                                    \
     "SELECT count(*) FROM (SELECT DISTINCT value AS id FROM json_each(?2)) WHERE NOT EXISTS "   \
     "(SELECT 1 FROM " table " WHERE tenant_id = ?1 AND " col " = id)"
+#define STORED(table, col)                                                                     \
+    "SELECT EXISTS (SELECT 1 FROM " table " WHERE tenant_id = ?1 AND " col " = ?2)"
 static const char ORDER_NEW[] = NEW_IDS("cm_orders", "order_id");
 static const char TX_NEW[] = NEW_IDS("cm_transactions", "transaction_id");
 static const char PRODUCT_NEW[] = NEW_IDS("cm_products", "product_id");
@@ -191,6 +225,14 @@ static const char INVENTORY_NEW[] =
     "SELECT count(*) FROM (SELECT DISTINCT value AS id FROM json_each(?2)) WHERE NOT EXISTS "
     "(SELECT 1 FROM cm_inventory WHERE tenant_id = ?1 AND product_id = id->>0 "
     "AND warehouse = id->>1 AND timestamp = id->>2)";
+static const char ORDER_STORED[] = STORED("cm_orders", "order_id");
+static const char TX_STORED[] = STORED("cm_transactions", "transaction_id");
+static const char PRODUCT_STORED[] = STORED("cm_products", "product_id");
+static const char CUSTOMER_STORED[] = STORED("cm_customers", "customer_id");
+static const char EVENT_STORED[] = STORED("cm_events", "event_id");
+static const char INVENTORY_STORED[] =
+    "SELECT EXISTS (SELECT 1 FROM cm_inventory WHERE tenant_id = ?1 AND product_id = ?2 "
+    "AND warehouse = ?3 AND timestamp = ?4)";
 
 /* An order's items are replaced: the chunk's orders that were stored before lose theirs, then
  * the items of each order's last record in the chunk go in. */
@@ -200,6 +242,11 @@ static const char ITEMS_DEL[] =
 static const char ITEMS_INS[] =
     "INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, unit_price_m) "
     "SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?2)";
+static const char ITEMS_DEL1[] =
+    "DELETE FROM cm_order_items WHERE tenant_id = ?1 AND order_id = ?2";
+static const char ITEM_INS1[] =
+    "INSERT INTO cm_order_items(tenant_id, order_id, line, product_id, quantity, unit_price_m) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 static const char REJECTS_INS[] =
     "INSERT INTO cm_rejects(tenant_id, batch_id, source_id, data_type, record_index, record_key, "
     "field, check_type, reason, created_at) "
@@ -208,12 +255,17 @@ static const char REJECTS_INS[] =
 
 #define NF(a) ((int)(sizeof(a) / sizeof(a[0])))
 static const struct tspec TYPES[CM_TYPE_COUNT] = {
-    [CM_ORDERS] = {ORDER_F, NF(ORDER_F), 1, ORDER_UPSERT, ORDER_NEW},
-    [CM_TRANSACTIONS] = {TX_F, NF(TX_F), 1, TX_UPSERT, TX_NEW},
-    [CM_PRODUCTS] = {PRODUCT_F, NF(PRODUCT_F), 1, PRODUCT_UPSERT, PRODUCT_NEW},
-    [CM_CUSTOMERS] = {CUSTOMER_F, NF(CUSTOMER_F), 1, CUSTOMER_UPSERT, CUSTOMER_NEW},
-    [CM_INVENTORY] = {INVENTORY_F, NF(INVENTORY_F), 3, INVENTORY_UPSERT, INVENTORY_NEW},
-    [CM_EVENTS] = {EVENT_F, NF(EVENT_F), 1, EVENT_UPSERT, EVENT_NEW},
+    [CM_ORDERS] = {ORDER_F, NF(ORDER_F), 1, ORDER_UPSERT, ORDER_NEW, ORDER_UPSERT1, ORDER_STORED,
+                   2},
+    [CM_TRANSACTIONS] = {TX_F, NF(TX_F), 1, TX_UPSERT, TX_NEW, TX_UPSERT1, TX_STORED, -1},
+    [CM_PRODUCTS] = {PRODUCT_F, NF(PRODUCT_F), 1, PRODUCT_UPSERT, PRODUCT_NEW, PRODUCT_UPSERT1,
+                     PRODUCT_STORED, -1},
+    [CM_CUSTOMERS] = {CUSTOMER_F, NF(CUSTOMER_F), 1, CUSTOMER_UPSERT, CUSTOMER_NEW,
+                      CUSTOMER_UPSERT1, CUSTOMER_STORED, -1},
+    [CM_INVENTORY] = {INVENTORY_F, NF(INVENTORY_F), 3, INVENTORY_UPSERT, INVENTORY_NEW,
+                      INVENTORY_UPSERT1, INVENTORY_STORED, -1},
+    [CM_EVENTS] = {EVENT_F, NF(EVENT_F), 1, EVENT_UPSERT, EVENT_NEW, EVENT_UPSERT1, EVENT_STORED,
+                   2},
 };
 _Static_assert(NF(TX_F) <= CM_FIELDS_MAX, "CM_FIELDS_MAX holds the widest data_type");
 
@@ -674,6 +726,7 @@ void cm_chunk_init(struct cm_chunk *c, enum cm_type type)
     buf_init(&c->ids, CHUNK_JSON_MAX);
     buf_init(&c->items, CHUNK_JSON_MAX);
     buf_init(&c->rejects, CHUNK_JSON_MAX);
+    buf_init(&c->days, CHUNK_JSON_MAX);
 }
 
 void cm_chunk_release(struct cm_chunk *c)
@@ -682,6 +735,7 @@ void cm_chunk_release(struct cm_chunk *c)
     buf_release(&c->ids);
     buf_release(&c->items);
     buf_release(&c->rejects);
+    buf_release(&c->days);
 }
 
 static void row_json(struct jw *w, const struct tspec *t, const struct cm_rec *r)
@@ -723,17 +777,36 @@ static void rejects_json(struct jw *w, const struct cm_rec *r)
     }
 }
 
+/* Adds id to a set of ids (open addressing, mask + 1 slots, at least twice the ids added):
+ * whether it was there already. */
+static bool id_seen(const char **slots, size_t mask, const char *id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    for (size_t i = (size_t)h & mask;; i = (i + 1) & mask) {
+        if (slots[i] == NULL) {
+            slots[i] = id;
+            return false;
+        }
+        if (strcmp(slots[i], id) == 0)
+            return true;
+    }
+}
+
 /* The items of each order's last record in the chunk (walked from the end). */
 static int items_json(struct jw *w, const struct cm_rec *recs, int n)
 {
-    json_t *seen = json_object();
+    size_t mask = 15;
+    while (mask < 2 * (size_t)n)
+        mask = mask * 2 + 1;
+    const char **seen = calloc(mask + 1, sizeof(*seen));
     if (seen == NULL)
         return TS_E_INTERNAL;
     for (int k = n - 1; k >= 0; k--) {
         const struct cm_rec *r = &recs[k];
-        if (r->nfails || json_object_get(seen, r->txt[0]))
+        if (r->nfails || id_seen(seen, mask, r->txt[0]))
             continue;
-        json_object_set_new(seen, r->txt[0], json_true());
         for (int i = 0; i < r->nitems; i++) {
             jw_arr_open(w);
             jw_str(w, r->txt[0]);
@@ -744,22 +817,59 @@ static int items_json(struct jw *w, const struct cm_rec *recs, int n)
             jw_arr_close(w);
         }
     }
-    json_decref(seen);
+    free(seen);
+    return 0;
+}
+
+static int day_cmp(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct UTC days of the valid records' day_field, ascending. */
+static int days_json(struct jw *w, const struct tspec *t, const struct cm_rec *recs, int n,
+                     int *ret_ndays)
+{
+    int64_t *days = malloc((size_t)(n ? n : 1) * sizeof(*days));
+    if (days == NULL)
+        return TS_E_INTERNAL;
+    int nd = 0;
+    for (int k = 0; k < n; k++) {
+        const struct cm_rec *r = &recs[k];
+        int64_t d;
+        if (r->nfails || !r->has[t->day_field])
+            continue;
+        d = cm_floor_div(r->num[t->day_field], CM_DAY_MS);
+        if (nd == 0 || days[nd - 1] != d) /* records mostly come in time order */
+            days[nd++] = d;
+    }
+    qsort(days, (size_t)nd, sizeof(*days), day_cmp);
+    int nu = 0;
+    for (int k = 0; k < nd; k++)
+        if (nu == 0 || days[nu - 1] != days[k])
+            days[nu++] = days[k];
+    for (int k = 0; k < nu; k++)
+        jw_int(w, days[k]);
+    free(days);
+    *ret_ndays = nu;
     return 0;
 }
 
 int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n)
 {
     const struct tspec *t = &TYPES[c->type];
-    struct jw rows, ids, items, rejects;
+    struct jw rows, ids, items, rejects, days;
     jw_init(&rows, &c->rows);
     jw_init(&ids, &c->ids);
     jw_init(&items, &c->items);
     jw_init(&rejects, &c->rejects);
+    jw_init(&days, &c->days);
     jw_arr_open(&rows);
     jw_arr_open(&ids);
     jw_arr_open(&items);
     jw_arr_open(&rejects);
+    jw_arr_open(&days);
     for (int k = 0; k < n; k++) {
         const struct cm_rec *r = &recs[k];
         if (r->nfails) {
@@ -773,10 +883,13 @@ int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n)
         c->nitems += r->nitems;
     }
     int rc = c->type == CM_ORDERS && c->nitems ? items_json(&items, recs, n) : 0;
+    if (rc == 0 && t->day_field >= 0 && c->nvalid)
+        rc = days_json(&days, t, recs, n, &c->ndays);
     jw_arr_close(&rows);
     jw_arr_close(&ids);
     jw_arr_close(&items);
     jw_arr_close(&rejects);
+    jw_arr_close(&days);
     c->nrecords = n;
     if (rc == 0)
         rc = jw_finish(&rows);
@@ -786,6 +899,8 @@ int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n)
         rc = jw_finish(&items);
     if (rc == 0)
         rc = jw_finish(&rejects);
+    if (rc == 0)
+        rc = jw_finish(&days);
     return rc < 0 ? TS_E_INTERNAL : 0;
 }
 
@@ -847,14 +962,161 @@ static int chunk_reject(struct db *db, const struct cm_origin *o, const struct c
     return step_done(st);
 }
 
+/* Marking the chunk's rollup days (schema/023): while the one row of cm_ingest_marking exists
+ * the INSERT triggers of cm_orders, cm_order_items and cm_events mark nothing; the chunk marks
+ * each of its days once instead. The row is inserted and deleted inside the chunk's savepoint,
+ * so it is never committed: a failed chunk's savepoint rolls it back with the rest. */
+static const char MARKING_ON[] = "INSERT INTO cm_ingest_marking(one) VALUES (1)";
+static const char MARKING_OFF[] = "DELETE FROM cm_ingest_marking";
+static const char DAYS_DIRTY[] =
+    "INSERT INTO cm_rollup_dirty(tenant_id, day) SELECT ?1, value FROM json_each(?2) WHERE 1 "
+    "ON CONFLICT DO UPDATE SET version = version + 1";
+
+/* One record (a stream request) lets its triggers mark its day: that is one upsert either way,
+ * without the marking row's two writes. */
+static bool chunk_marks_days(const struct cm_chunk *c)
+{
+    return c->ndays > 0 && c->nvalid > 1;
+}
+
+static int chunk_upsert_marked(struct db *db, const struct cm_origin *o,
+                               const struct cm_chunk *c, int64_t *ret_dups)
+{
+    int rc = step_done(db_stmt(db, MARKING_ON));
+    if (rc < 0)
+        return rc;
+    rc = chunk_upsert(db, o, c, ret_dups);
+    if (rc == 0)
+        rc = step_done(chunk_stmt(db, DAYS_DIRTY, o, &c->days));
+    int off = step_done(db_stmt(db, MARKING_OFF));
+    return rc < 0 ? rc : off;
+}
+
 int cm_chunk_store(struct db *db, const struct cm_origin *o, const struct cm_chunk *c,
                    int64_t *ret_dups)
 {
     int64_t dups = 0;
-    int rc = c->nvalid ? chunk_upsert(db, o, c, &dups) : 0;
+    int rc = c->nvalid == 0        ? 0
+             : chunk_marks_days(c) ? chunk_upsert_marked(db, o, c, &dups)
+                                   : chunk_upsert(db, o, c, &dups);
     if (rc == 0 && c->nrejected)
         rc = chunk_reject(db, o, c);
     if (rc == 0)
         *ret_dups = dups;
     return rc;
+}
+
+/* ---- one record, its fields bound (the stream path) ---- */
+
+static const char REJECT_INS1[] =
+    "INSERT INTO cm_rejects(tenant_id, batch_id, source_id, data_type, record_index, record_key, "
+    "field, check_type, reason, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/* Text or NULL; db_stmt has cleared every binding, so NULL needs no call. */
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+static bool record_stored(struct db *db, const struct tspec *t, const struct cm_origin *o,
+                          const struct cm_rec *r, int *ret)
+{
+    sqlite3_stmt *st = db_stmt(db, t->stored1);
+    if (st == NULL)
+        return false;
+    sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 2, r->txt[0]);
+    if (t->nkey == 3) { /* inventory: product, warehouse, time */
+        bind_text_or_null(st, 3, r->txt[1]);
+        sqlite3_bind_int64(st, 4, r->num[2]);
+    }
+    bool ok = sqlite3_step(st) == SQLITE_ROW;
+    *ret = ok && sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    return ok;
+}
+
+/* The order's items replace those of the order stored before (when it was). */
+static int record_items(struct db *db, const struct cm_origin *o, const struct cm_rec *r,
+                        bool stored)
+{
+    sqlite3_stmt *st;
+    int rc = 0;
+    if (stored && (st = db_stmt(db, ITEMS_DEL1))) {
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
+        rc = step_done(st);
+    } else if (stored) {
+        rc = TS_E_INTERNAL;
+    }
+    for (int i = 0; rc == 0 && i < r->nitems; i++) {
+        if ((st = db_stmt(db, ITEM_INS1)) == NULL)
+            return TS_E_INTERNAL;
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r->txt[0], -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, i);
+        sqlite3_bind_text(st, 4, r->items[i].product_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, r->items[i].quantity);
+        sqlite3_bind_int64(st, 6, r->items[i].unit_price_m);
+        rc = step_done(st);
+    }
+    return rc;
+}
+
+static int record_upsert(struct db *db, const struct cm_origin *o, const struct cm_rec *r,
+                         int64_t *ret_dups)
+{
+    const struct tspec *t = &TYPES[r->type];
+    int stored;
+    if (!record_stored(db, t, o, r, &stored))
+        return TS_E_INTERNAL;
+    sqlite3_stmt *st = db_stmt(db, t->upsert1);
+    if (st == NULL)
+        return TS_E_INTERNAL;
+    sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, o->source_id, -1, SQLITE_STATIC);
+    bind_text_or_null(st, 4, o->batch_id);
+    sqlite3_bind_int64(st, 5, o->now_ms);
+    for (int i = 0; i < t->nf; i++) {
+        if (field_is_text(&t->f[i]))
+            bind_text_or_null(st, FIRST_BOUND + i, r->txt[i]);
+        else if (r->has[i])
+            sqlite3_bind_int64(st, FIRST_BOUND + i, r->num[i]);
+    }
+    int rc = step_done(st);
+    if (rc == 0 && r->type == CM_ORDERS)
+        rc = record_items(db, o, r, stored);
+    if (rc == 0)
+        *ret_dups = stored;
+    return rc;
+}
+
+static int record_reject(struct db *db, const struct cm_origin *o, const struct cm_rec *r)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < r->nfails && i < CM_FAILS_MAX; i++) {
+        sqlite3_stmt *st = db_stmt(db, REJECT_INS1);
+        if (st == NULL)
+            return TS_E_INTERNAL;
+        sqlite3_bind_text(st, 1, o->tenant_id, -1, SQLITE_STATIC);
+        bind_text_or_null(st, 2, o->batch_id);
+        sqlite3_bind_text(st, 3, o->source_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, cm_type_names[r->type], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, r->index < 0 ? 0 : r->index);
+        bind_text_or_null(st, 6, r->key);
+        sqlite3_bind_text(st, 7, r->fails[i].field, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 8, r->fails[i].check_type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, r->fails[i].reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 10, o->now_ms);
+        rc = step_done(st);
+    }
+    return rc;
+}
+
+int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *r,
+                    int64_t *ret_dups)
+{
+    *ret_dups = 0;
+    return r->nfails ? record_reject(db, o, r) : record_upsert(db, o, r, ret_dups);
 }

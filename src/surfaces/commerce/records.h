@@ -94,6 +94,9 @@ struct cm_chunk {
     struct buf items;          /* orders: [[order_id, line, product_id, quantity, price_m], ...]
                                 * of each order's last record in the chunk */
     struct buf rejects;        /* [[record_index, record_key, field, check_type, reason], ...] */
+    struct buf days;           /* orders, events: [UTC day, ...], each day of a valid record's
+                                * time once (the rollup days the chunk marks dirty) */
+    int ndays;
 };
 
 void cm_chunk_init(struct cm_chunk *c, enum cm_type type);
@@ -102,8 +105,15 @@ void cm_chunk_release(struct cm_chunk *c);
  * Call once per chunk. 0 or TS_E_INTERNAL. */
 int cm_chunk_build(struct cm_chunk *c, const struct cm_rec *recs, int n);
 /* Loop thread (writer): upserts the valid records by natural id (the later of two with one id
- * wins; an order's items are replaced) and inserts one cm_rejects row per listed failure.
- * *ret_dups = valid records whose id was stored already or came earlier in the chunk. */
+ * wins; an order's items are replaced) and inserts one cm_rejects row per listed failure. A
+ * chunk of more than one order or event marks its rollup days dirty once each (schema/023)
+ * instead of through a trigger per row. *ret_dups = valid records whose id was stored already
+ * or came earlier in the chunk. */
 int cm_chunk_store(struct db *db, const struct cm_origin *o, const struct cm_chunk *c,
                    int64_t *ret_dups);
+/* Loop thread (writer): cm_chunk_store for one checked record (the stream path), its fields
+ * bound to the statements rather than written as JSON: stored by natural id when valid (*ret_dups
+ * 1 when the id was stored already), else its failures into cm_rejects. 0 or TS_E_*. */
+int cm_record_store(struct db *db, const struct cm_origin *o, const struct cm_rec *rec,
+                    int64_t *ret_dups);
 #endif
