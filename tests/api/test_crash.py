@@ -43,8 +43,10 @@ def test_kill9_loses_no_acknowledged_write(tmp_path):
 def test_batch_resumed_past_the_attempt_limit_completes(tmp_path):
     """commerce.ingest allows 5 runs in a row without progress; a run that stores a chunk
     starts the count again, so a 10-chunk batch killed after (nearly) every chunk completes.
-    Before, the recovery after the 5th kill failed the job and left the batch processing."""
-    run = cd.Run(BIN, str(tmp_path), "normal", 0)
+    Before, the recovery after the 5th kill failed the job and left the batch processing.
+    Chunks of 1,000 records (TESSERA_TEST_INGEST_CHUNK): the server's own 5,000 would give a
+    10,000-record batch two."""
+    run = cd.Run(BIN, str(tmp_path), "normal", 0, env={"TESSERA_TEST_INGEST_CHUNK": "1000"})
     run.setup()
     p = run.proc
     try:

@@ -732,7 +732,20 @@ static int job_checkpoint(struct job_run *r, int64_t next)
     return -ECANCELED;
 }
 
-/* Worker: checks records [start, start + CHUNK) into recs and makes them c's JSON. Returns
+/* Records per chunk: CHUNK, or fewer when TESSERA_TEST_INGEST_CHUNK says so (the crash test
+ * kills a batch between many chunks, as a 10,000-record batch has only two of CHUNK). */
+static int chunk_records(void)
+{
+    static int n;
+    if (n == 0) {
+        const char *e = getenv("TESSERA_TEST_INGEST_CHUNK");
+        int v = e ? atoi(e) : 0;
+        n = v >= 1 && v < CHUNK ? v : CHUNK;
+    }
+    return n;
+}
+
+/* Worker: checks records [start, start + chunk_records()) into recs and makes them c's JSON. Returns
  * how many, or TS_E_INTERNAL. */
 static int chunk_check(const json_t *records, const struct job_batch *jb,
                        const struct cm_check_env *env, int64_t start, struct cm_rec *recs,
@@ -740,7 +753,7 @@ static int chunk_check(const json_t *records, const struct job_batch *jb,
 {
     struct arena *a = arena_new(64 * 1024);
     int n = 0;
-    for (int64_t i = start; i < jb->received && n < CHUNK; i++)
+    for (int64_t i = start, max = chunk_records(); i < jb->received && n < max; i++)
         cm_record_check(a, (enum cm_type)jb->type, json_array_get(records, (size_t)i), i, env,
                         &recs[n++]);
     c->start = start;
