@@ -30,8 +30,9 @@
 #define BATCH_MAX 10000          /* records per batch (contract 1.1) */
 /* Records per job_write: one savepoint on the loop. Each chunk's savepoint copies, and the
  * tick's commit writes, every page its rows touch, and orders land on random pages of the
- * per-customer index and aggregate: 5,000 orders a chunk took a third less server CPU per
- * order than 1,000 (README "Throughput"), for a longer hold of the loop (about 0.1 s). */
+ * per-customer index and aggregate: 5,000 orders a chunk took a quarter to a third less
+ * server CPU per order than 1,000 (README "Throughput"), for a longer hold of the loop
+ * (about 0.1 s). */
 #define CHUNK 5000
 #define ERRORS_LISTED 100        /* rejects listed in a batch status */
 #define CONFIG_MAX (16 * 1024)   /* a source's configuration, as JSON text */

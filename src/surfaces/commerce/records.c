@@ -794,20 +794,25 @@ static bool id_seen(const char **slots, size_t mask, const char *id)
     }
 }
 
-/* The items of each order's last record in the chunk (walked from the end). */
+/* The items of each order's last record in the chunk, in the chunk's order (ascending ids go
+ * in as appends to the items' primary key; in reverse every insert lands before the last). */
 static int items_json(struct jw *w, const struct cm_rec *recs, int n)
 {
     size_t mask = 15;
     while (mask < 2 * (size_t)n)
         mask = mask * 2 + 1;
     const char **seen = calloc(mask + 1, sizeof(*seen));
-    if (seen == NULL)
+    bool *last = calloc((size_t)(n ? n : 1), sizeof(*last));
+    if (seen == NULL || last == NULL) {
+        free(seen);
+        free(last);
         return TS_E_INTERNAL;
-    for (int k = n - 1; k >= 0; k--) {
+    }
+    for (int k = n - 1; k >= 0; k--) /* walked from the end: the last record of an id wins */
+        last[k] = recs[k].nfails == 0 && !id_seen(seen, mask, recs[k].txt[0]);
+    for (int k = 0; k < n; k++) {
         const struct cm_rec *r = &recs[k];
-        if (r->nfails || id_seen(seen, mask, r->txt[0]))
-            continue;
-        for (int i = 0; i < r->nitems; i++) {
+        for (int i = 0; last[k] && i < r->nitems; i++) {
             jw_arr_open(w);
             jw_str(w, r->txt[0]);
             jw_int(w, i);
@@ -818,6 +823,7 @@ static int items_json(struct jw *w, const struct cm_rec *recs, int n)
         }
     }
     free(seen);
+    free(last);
     return 0;
 }
 

@@ -1,8 +1,9 @@
 /* Commerce rollups (schema/013): the exact figure reader over rollups and base tables, the
  * "commerce.rollup" job that recomputes dirty days, and the timer that schedules it.
  *
- * Exactness: the triggers of 013 bump a day's version in cm_rollup_dirty in the same
- * transaction as any change to that day's records. The job reads a day's version and base
+ * Exactness: the triggers of 013 (and 023) bump a day's version in cm_rollup_dirty in the same
+ * transaction as any change to that day's records; a batch chunk of orders or events bumps
+ * each of its days once itself, its rows' INSERT triggers skipped (records.c, 023). The job reads a day's version and base
  * rows in one read transaction and writes the day's rollup rows only while that version is
  * unchanged, so a clean day's rollup rows always equal a recomputation; readers take the dirty
  * days from the base tables in the same snapshot as the rollup rows. */
