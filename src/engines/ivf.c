@@ -179,10 +179,10 @@ size_t ivf_bytes(const struct ivf *ix)
 
 int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores,
-             int *scanned)
+             int *scored)
 {
-    if (scanned)
-        *scanned = 0;
+    if (scored)
+        *scored = 0;
     if (k <= 0 || ix->n <= 0)
         return 0;
     if (nprobe < 1)
@@ -206,8 +206,8 @@ int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
         seen += len;
     }
     int n = vec_acc_emit(acc, out_rows, out_scores);
-    if (scanned)
-        *scanned = seen;
+    if (scored)
+        *scored = seen;
     free(order), free(acc);
     return n;
 }

@@ -31,9 +31,9 @@ size_t ivf_bytes(const struct ivf *ix);
 
 /* The k best rows by M[row] · q among the nprobe lists whose centroids score highest, best
  * first, ties by row; more lists are probed while fewer than k rows survive skip(arg, row)
- * (row is the matrix row). Returns how many were written (<= k), as vec_topk does; *scanned
+ * (row is the matrix row). Returns how many were written (<= k), as vec_topk does; *scored
  * (may be NULL) gets the number of rows scored. k is clamped to VEC_MAX_K. */
 int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores,
-             int *scanned);
+             int *scored);
 #endif

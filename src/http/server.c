@@ -45,7 +45,7 @@ struct hdr_rec {
  * is not exactly METHOD SP target SP version. RFC 9112 lets a server answer all of them 400
  * (sections 2.2, 3, 5.2); real clients send none. The head ends at its empty line; the body and
  * the chunk framing are llhttp's (it is strict there), the trailer section after the last chunk
- * is scanned like a head (on_chunk_header pauses llhttp there).
+ * is checked like a head (on_chunk_header pauses llhttp there).
  */
 enum head_scan_state {
     HS_START,       /* before the request line; empty lines are skipped (RFC 9112 2.2) */
