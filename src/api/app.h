@@ -31,7 +31,8 @@ struct app {
     struct tick_wait *tick_waits; /* responses waiting for the tick's outcome (dispatch.c) */
     bool ready;                 /* startup finished and not draining */
     bool draining;
-    int inflight;               /* requests dispatched whose response is not out (shedding) */
+    int inflight[2];            /* by enum route_where: requests dispatched whose response is
+                                 * not out (shedding counts each class against its own bound) */
 };
 
 /* Every surface's route table; main builds the router from these. */

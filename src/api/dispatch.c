@@ -214,22 +214,26 @@ static int step_route(struct hctx *h, struct route_match *m)
     return r;
 }
 
-/* Load shedding. Past --max-inflight requests being handled (in the pool's queue, running,
- * or waiting for the tick's commit) a request is answered 503 with Retry-After before any
- * work is spent on it: the loop then does a bounded amount of real work per iteration, so
- * latency stays bounded under any offered load and the probes (RF_NO_SHED) keep answering. */
+/* Load shedding. Each class of route (RUN_LOOP, RUN_POOL) has its own bound of
+ * --max-inflight requests being handled (waiting for or running on the pool, or waiting for the
+ * tick's commit); past it a request of that class is answered 503 with Retry-After before any
+ * work is spent on it. The loop then does a bounded amount of real work per iteration, so
+ * latency stays bounded under any offered load and the probes (RF_NO_SHED) keep answering.
+ * One bound for both would let a backlog on the pool (reports, scans) shed the loop's point
+ * reads and writes too, which cost the pool nothing and would not have made it drain faster. */
 static int step_shed(struct hctx *h, const struct route *rt)
 {
     struct app *app = h->app;
     if ((rt->flags & RF_NO_SHED) || app->cfg->max_inflight <= 0)
         return 0;
-    if (app->inflight >= app->cfg->max_inflight) {
+    int *n = &app->inflight[rt->where];
+    if (*n >= app->cfg->max_inflight) {
         h->retry_after_s = 1;
         h->err_message = "server is overloaded; retry shortly";
         return TS_E_UNAVAILABLE;
     }
-    app->inflight++;
-    h->inflight = true;
+    (*n)++;
+    h->inflight = n;
     return 0;
 }
 
@@ -595,8 +599,8 @@ void dispatch_sent(struct request *req)
 {
     struct hctx *h = req->ctx;
     if (h && h->inflight) {
-        h->inflight = false;
-        h->app->inflight--;
+        (*h->inflight)--;
+        h->inflight = NULL;
     }
     double ms = (double)(clock_mono_ns() - req->start_ns) / 1e6;
     const struct route *rt = req->route;

@@ -37,7 +37,8 @@ static double conns_active(void *arg)
 /* Requests counted against --max-inflight (dispatch.c's step_shed). */
 static double requests_in_flight(void *arg)
 {
-    return (double)((struct app *)arg)->inflight;
+    const struct app *app = arg;
+    return (double)(app->inflight[RUN_LOOP] + app->inflight[RUN_POOL]);
 }
 
 static double ws_active(void *arg)
@@ -133,7 +134,7 @@ int observe_init(struct app *app, char *err, size_t errlen)
         r = metrics_on_collect(app->metrics, collect_cache, app);
     static const char *const service_label[] = {"service"}, *const service[] = {METRICS_SERVICE};
     if (r == 0 && metrics_gauge_fn(app->metrics, "http_requests_in_flight",
-                                   "Requests being handled; past --max-inflight new ones get 503.",
+                                   "Requests being handled; past --max-inflight of a class (loop, pool) new ones get 503.",
                                    1, service_label, service, requests_in_flight, app) == NULL)
         r = -ENOMEM;
     if (r < 0)

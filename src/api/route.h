@@ -102,7 +102,7 @@ struct hctx {
     struct field_error **ferrs_tail;
     int nferrs;
     int retry_after_s;
-    bool inflight;             /* counted in app->inflight until the response is out */
+    int *inflight;             /* the app->inflight[] counting it until the response is out */
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
     struct app *app;
 };

@@ -31,7 +31,7 @@ const struct config_opt config_opts[] = {
     OPT("max-connections", CFG_INT, max_connections, 1, 1000000, "16384", NULL, CMD_SERVE,
         "open connection cap"),
     OPT("max-inflight", CFG_INT, max_inflight, 1, 1000000, "256", NULL, CMD_SERVE,
-        "requests handled at once; past it 503 with Retry-After (/health, /ready exempt)"),
+        "requests handled at once, per class (loop, pool); past it 503 with Retry-After"),
     OPT("max-body-kb", CFG_INT, max_body_kb, 1, 1048576, "1024", NULL, CMD_SERVE,
         "largest request body (KiB) on ordinary routes"),
     OPT("max-upload-mb", CFG_INT, max_upload_mb, 1, 4096, "25", NULL, CMD_SERVE,
