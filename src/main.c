@@ -264,6 +264,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     int ncpu = (int)uv_available_parallelism();
     int workers = cfg->workers ? cfg->workers : (ncpu * 2 > 4 ? ncpu * 2 : 4);
     pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
+    pool_prefer_loop_thread();
     jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_set_tenant_cap(app->jobs, app->cfg->max_jobs_per_tenant);
     jobs_on_finish(app->jobs, jobs_finished, app);

@@ -73,6 +73,31 @@ static void worker_deprioritise(void)
         log_msg(LOG_DEBUG, "worker: cannot lower priority");
 }
 
+/* struct sched_attr of sched_setattr(2); glibc 2.36 declares neither. */
+struct sched_attr_v1 {
+    uint32_t size, sched_policy;
+    uint64_t sched_flags;
+    int32_t sched_nice;
+    uint32_t sched_priority;
+    uint64_t sched_runtime, sched_deadline, sched_period;
+    uint32_t sched_util_min, sched_util_max;
+};
+
+/* The loop asks for short slices. Nice alone does not keep it from waiting: the EEVDF scheduler
+ * (Linux 6.6+) lets a running task finish its slice before a waking one of any weight gets the
+ * CPU, and the loop wakes thousands of times a second; when the pool shared its CPU, the loop
+ * spent more time runnable-but-waiting than running (tools/check soak measures both). Since
+ * Linux 6.12 a fair task's sched_runtime is its slice, and a task with a shorter slice preempts
+ * at wakeup. Older kernels ignore the field, CFS already preempts by weight, and an error leaves
+ * the default: nothing to do either way. */
+void pool_prefer_loop_thread(void)
+{
+    struct sched_attr_v1 a = {.size = sizeof(a), .sched_policy = SCHED_OTHER,
+                              .sched_runtime = 100 * 1000 /* ns: the kernel's smallest slice */};
+    if (syscall(SYS_sched_setattr, 0, &a, 0) < 0)
+        log_msg(LOG_DEBUG, "loop: cannot shorten its scheduler slice");
+}
+
 static void *worker_loop(void *arg)
 {
     struct worker_arg wa = *(struct worker_arg *)arg;

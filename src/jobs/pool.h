@@ -30,6 +30,9 @@ struct pool_stats {
 };
 
 /* db_path may be NULL (no connections, for tests). */
+/* Called on the loop thread: ask the scheduler to let it preempt the pool's workers at once. */
+void pool_prefer_loop_thread(void);
+
 int pool_new(uv_loop_t *loop, int nthreads, int queue_max, const char *db_path,
              struct pool **ret);
 /* 0, -EAGAIN when the queue is full, -ESHUTDOWN after pool_stop. Never calls done on error. */
