@@ -192,6 +192,7 @@ static void closing_done(struct server *s)
     jobs_stop_writes(app->jobs); /* a job waiting on the loop must not hold pool_stop up */
     pool_stop(app->pool);        /* running jobs have been asked to checkpoint */
     jobs_close_handles(app->jobs);
+    dispatch_close_handles(app);
     server_close_handles(app->server);
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
@@ -313,6 +314,7 @@ static int serve_listen(struct serve_state *st, char *err, size_t errlen)
         .arg = st,
     };
     app->server = server_new(app->loop, &lim, &hooks);
+    dispatch_start(app);
     server_set_tls(app->server, st->tls);
     return server_listen(app->server, cfg->listen, err, errlen);
 }

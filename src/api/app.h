@@ -33,6 +33,11 @@ struct app {
     bool draining;
     int inflight[2];            /* by enum route_where: requests dispatched whose response is
                                  * not out (shedding counts each class against its own bound) */
+    int dispatched;             /* requests admitted in this loop iteration (dispatch.c) */
+    struct hctx *parked_head, **parked_tail; /* admitted past the budget: the next iteration's */
+    uv_prepare_t unpark;
+    uv_idle_t unpark_spin;
+    struct metric_family *m_parked; /* http_requests_parked_total */
 };
 
 /* Every surface's route table; main builds the router from these. */
@@ -95,6 +100,8 @@ extern const size_t app_route_tables_count;
 struct router *app_router_new(char *err, size_t errlen);
 
 /* The dispatcher: the server's on_request / on_error hooks. */
+void dispatch_start(struct app *app);          /* before serving: the per-iteration budget */
+void dispatch_close_handles(struct app *app);  /* after the drain */
 void dispatch_request(struct request *req);
 void dispatch_error(struct request *req, int err);
 size_t dispatch_body_limit(struct request *req);

@@ -16,6 +16,7 @@
 #include "core/ids.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "http/metrics.h"
 #include "http/ws.h"
 #include "jobs/pool.h"
 #include "store/db.h"
@@ -518,26 +519,11 @@ static void step_handler(struct hctx *h, const struct route *rt)
         finish(h, r);
 }
 
-void dispatch_request(struct request *req)
+/* Everything after admission: credential, tenant, permission, rate, query, body, handler. */
+static void dispatch_admitted(struct hctx *h, const struct route *rt)
 {
-    struct app *app = app_of(req);
-    step_request_id(req);
-    struct hctx *h = hctx_new(req, app);
-    arena_defer(req->arena, hctx_release, h);
-    step_cors(req, app);
-    struct route_match m;
-    int r = step_route(h, &m);
-    if (req->method == HTTP_OPTIONS && (r == TS_E_METHOD_NOT_ALLOWED)) {
-        answer_preflight(h, m.allow);
-        finish(h, 0);
-        return;
-    }
-    const struct route *rt = m.route;
     db_fault_clear();
-    if (r == 0)
-        r = step_shed(h, rt);
-    if (r == 0)
-        r = step_auth(h, rt);
+    int r = step_auth(h, rt);
     if (r == 0)
         r = step_tenant(h);
     if (r == 0)
@@ -557,6 +543,101 @@ void dispatch_request(struct request *req)
     if (observe_cache_lookup(h, rt))
         return;
     step_handler(h, rt);
+}
+
+/* ---- the per-iteration budget ----
+ * One loop iteration reads every connection that became readable (up to a thousand at once
+ * under load) and sends nothing before the iteration's commit, so without a bound an iteration
+ * does a thousand handlers' work and every answer in it, /health's too, waits for all of them.
+ * Past DISPATCH_BUDGET admitted requests in one iteration, a request is parked (already counted
+ * in flight, so --max-inflight bounds the queue) and handled, in arrival order, at the start of
+ * the next iteration, before that iteration reads anything new; the probes are never parked. */
+#define DISPATCH_BUDGET 64
+
+static void unpark_spin_cb(uv_idle_t *h)
+{
+    (void)h; /* while requests are parked the loop must not block in poll */
+}
+
+static void unpark_cb(uv_prepare_t *p)
+{
+    struct app *app = p->data;
+    app->dispatched = 0;
+    while (app->parked_head && app->dispatched < DISPATCH_BUDGET) {
+        struct hctx *h = app->parked_head;
+        app->parked_head = h->next_parked;
+        if (app->parked_head == NULL)
+            app->parked_tail = &app->parked_head;
+        app->dispatched++;
+        dispatch_admitted(h, h->req->route);
+    }
+    if (app->parked_head == NULL)
+        uv_idle_stop(&app->unpark_spin);
+}
+
+static void park(struct app *app, struct hctx *h)
+{
+    h->next_parked = NULL;
+    *app->parked_tail = h;
+    app->parked_tail = &h->next_parked;
+    uv_idle_start(&app->unpark_spin, unpark_spin_cb);
+    metric_inc(app->m_parked, NULL, 1);
+}
+
+void dispatch_start(struct app *app)
+{
+    app->parked_tail = &app->parked_head;
+    uv_prepare_init(app->loop, &app->unpark);
+    app->unpark.data = app;
+    uv_prepare_start(&app->unpark, unpark_cb);
+    uv_unref((uv_handle_t *)&app->unpark); /* the idle handle holds the loop for parked work */
+    uv_idle_init(app->loop, &app->unpark_spin);
+}
+
+/* At shutdown, after the drain: what is still parked belongs to clients that have gone; its
+ * answer (503) is freed with the server. */
+void dispatch_close_handles(struct app *app)
+{
+    while (app->parked_head) {
+        struct hctx *h = app->parked_head;
+        app->parked_head = h->next_parked;
+        h->err_message = "server is shutting down";
+        finish(h, TS_E_UNAVAILABLE);
+    }
+    app->parked_tail = &app->parked_head;
+    uv_close((uv_handle_t *)&app->unpark, NULL);
+    uv_close((uv_handle_t *)&app->unpark_spin, NULL);
+}
+
+void dispatch_request(struct request *req)
+{
+    struct app *app = app_of(req);
+    step_request_id(req);
+    struct hctx *h = hctx_new(req, app);
+    arena_defer(req->arena, hctx_release, h);
+    step_cors(req, app);
+    struct route_match m;
+    int r = step_route(h, &m);
+    if (req->method == HTTP_OPTIONS && (r == TS_E_METHOD_NOT_ALLOWED)) {
+        answer_preflight(h, m.allow);
+        finish(h, 0);
+        return;
+    }
+    const struct route *rt = m.route;
+    if (r == 0)
+        r = step_shed(h, rt);
+    if (r < 0) {
+        finish(h, r);
+        return;
+    }
+    if (rt->flags & RF_NO_SHED) {
+        dispatch_admitted(h, rt);
+    } else if (app->dispatched >= DISPATCH_BUDGET || app->parked_head) {
+        park(app, h);
+    } else {
+        app->dispatched++;
+        dispatch_admitted(h, rt);
+    }
 }
 
 void dispatch_error(struct request *req, int err)

@@ -137,6 +137,11 @@ int observe_init(struct app *app, char *err, size_t errlen)
                                    "Requests being handled; past --max-inflight of a class (loop, pool) new ones get 503.",
                                    1, service_label, service, requests_in_flight, app) == NULL)
         r = -ENOMEM;
+    if (r == 0 && (app->m_parked = metrics_counter(
+                       app->metrics, "http_requests_parked_total",
+                       "Requests admitted past one loop iteration's budget, handled in the next.",
+                       0, NULL)) == NULL)
+        r = -ENOMEM;
     if (r < 0)
         snprintf(err, errlen, "cannot register metrics (%d)", r);
     return r;

@@ -104,6 +104,7 @@ struct hctx {
     int retry_after_s;
     int *inflight;             /* the app->inflight[] counting it until the response is out */
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
+    struct hctx *next_parked;  /* dispatch.c: waiting for the next iteration's budget */
     struct app *app;
 };
 

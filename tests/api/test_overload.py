@@ -135,6 +135,47 @@ def test_past_max_inflight_requests_are_shed_with_retry_after():
         s.stop()
 
 
+def parked(api):
+    text = api.get("/metrics", validate=False).text
+    m = re.search(r"^http_requests_parked_total\S* (\S+)$", text, re.M)
+    return int(float(m.group(1))) if m else 0
+
+
+def test_a_burst_past_one_iterations_budget_is_served_whole():
+    """300 requests that all arrive in one loop iteration (the server is stopped while they
+    are written): 64 are handled in it, the rest parked and handled in the iterations after,
+    in order; every one gets its own right answer, and /health among them is answered.
+    (--max-inflight above the burst: this is about parking, not shedding.)"""
+    s = Server("--rate-limit", "default=1000000/60", "--max-inflight", "1000")
+    api = Api(s)
+    try:
+        token = admin_token(s, api)
+        me = api.get("/api/v1/users/me", headers={"Authorization": "Bearer " + token}).json()
+        raw = (f"GET /api/v1/users/me HTTP/1.1\r\nHost: t\r\n"
+               f"Authorization: Bearer {token}\r\n\r\n").encode()
+        reqs = [("me", raw)] * 150 + [("/health", b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")]
+        reqs += [("me", raw)] * 150
+        before = parked(api)
+        socks = [rawhttp.connect(s.port, timeout=30) for _ in reqs]
+        s.proc.send_signal(19)  # SIGSTOP: every request below is read by one epoll_wait
+        try:
+            for k, (_, r) in zip(socks, reqs):
+                k.sendall(r)
+        finally:
+            s.proc.send_signal(18)  # SIGCONT
+        for k, (what, _) in zip(socks, reqs):
+            status, headers, body, _ = rawhttp.read_response(k)
+            k.close()
+            assert status == 200, (what, status, body[:200])
+            if what == "me":
+                assert json.loads(body)["id"] == me["id"]
+        assert parked(api) - before >= 300 - 64 - 64, "the burst was not spread over iterations"
+        assert in_flight(api) == 0
+    finally:
+        api.close()
+        s.stop()
+
+
 def test_slowloris_connections_are_cut_and_others_served():
     s = Server("--header-timeout", "2")
     api = Api(s)
