@@ -92,3 +92,39 @@ def ingest_many(api, token, data_type, records, source_id="test-src", size=10000
     """Ingests any number of records in batches of at most `size`; returns the statuses."""
     return [ingest(api, token, data_type, records[i:i + size], source_id=source_id, **kw)
             for i in range(0, len(records), size)]
+
+
+# The rollup tables of schema/013 (and the per-customer rows of 017): each one's query by
+# tenant and how many leading columns are its key. rollups_stored() reads them as
+# {table: {key: values}} (a one-column key unwrapped) for comparison with a recomputation.
+ROLLUP_SQL = {
+    "od": "SELECT day, region, channel, currency, orders, revenue_m, min_order_m, max_order_m"
+          " FROM cm_rollup_orders_day WHERE tenant_id = ?",
+    "ocd": "SELECT day, currency, orders, revenue_m, min_order_m, max_order_m"
+           " FROM cm_rollup_orders_currency_day WHERE tenant_id = ?",
+    "oh": "SELECT hour, currency, orders, revenue_m, min_order_m, max_order_m"
+          " FROM cm_rollup_orders_hour WHERE tenant_id = ?",
+    "cat": "SELECT category, day, region, channel, currency, orders, revenue_m, quantity,"
+           " min_order_m, max_order_m FROM cm_rollup_category_day WHERE tenant_id = ?",
+    "prod": "SELECT day, product_id, currency, orders, quantity, revenue_m, cost_m"
+            " FROM cm_rollup_product_day WHERE tenant_id = ?",
+    "cust": "SELECT day, currency, customers, orders, revenue_m FROM cm_rollup_customers_day"
+            " WHERE tenant_id = ?",
+    "ev": "SELECT day, sessions, purchase_sessions, events FROM cm_rollup_events_day"
+          " WHERE tenant_id = ?",
+    "inv": "SELECT day, delta, snapshots FROM cm_rollup_inventory_day WHERE tenant_id = ?",
+    "co": "SELECT currency, customer_id, orders, monetary_m, first_at, last_at"
+          " FROM cm_customer_orders WHERE tenant_id = ?",
+}
+ROLLUP_KEYS = {"od": 4, "ocd": 2, "oh": 2, "cat": 5, "prod": 3, "cust": 2, "ev": 1, "inv": 1,
+               "co": 2}
+
+
+def rollups_stored(conn, tenant_id, tables):
+    """{table: {key: values}} for the named ROLLUP_SQL tables, read through conn (sqlite3)."""
+    out = {}
+    for t in tables:
+        k = ROLLUP_KEYS[t]
+        out[t] = {(r[0] if k == 1 else tuple(r[:k])): tuple(r[k:])
+                  for r in map(tuple, conn.execute(ROLLUP_SQL[t], (tenant_id,)))}
+    return out

@@ -34,45 +34,18 @@ class Received:
     message: EmailMessage = field(repr=False)  # parsed (policy.default, LF line ends)
 
 
-class _Handler:
-    def __init__(self, sink):
-        self.sink = sink
+class Mailbox:
+    """Messages received by an SMTP server thread, waited for from the test's thread (shared by
+    SmtpSink and tools/check.d/smtp_fault.py's misbehaving server)."""
 
-    async def handle_DATA(self, server, session, envelope):
-        if self.sink.reply:
-            self.sink.refused += 1
-            return self.sink.reply
-        raw = bytes(envelope.original_content or envelope.content)
-        msg = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)
-        with self.sink.cond:
-            self.sink.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), raw, msg))
-            self.sink.cond.notify_all()
-        return "250 OK"
-
-
-class SmtpSink:
-    def __init__(self, host="127.0.0.1", port=None):
-        self.host = host
-        self.port = port or free_port()
+    def __init__(self):
         self.messages = []
-        self.reply = None
-        self.refused = 0
         self.cond = threading.Condition()
-        self.controller = None
 
-    @property
-    def url(self):
-        return f"smtp://{self.host}:{self.port}"
-
-    def start(self):
-        self.controller = Controller(_Handler(self), hostname=self.host, port=self.port)
-        self.controller.start()  # returns once the server answers
-        return self
-
-    def stop(self):
-        if self.controller:
-            self.controller.stop()
-            self.controller = None
+    def received(self, m):
+        with self.cond:
+            self.messages.append(m)
+            self.cond.notify_all()
 
     def clear(self):
         with self.cond:
@@ -101,6 +74,44 @@ class SmtpSink:
                     raise TimeoutError(f"{len(self.messages)} of {n} messages within {timeout}s")
                 self.cond.wait(left)
             return list(self.messages)
+
+
+class _Handler:
+    def __init__(self, sink):
+        self.sink = sink
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.sink.reply:
+            self.sink.refused += 1
+            return self.sink.reply
+        raw = bytes(envelope.original_content or envelope.content)
+        msg = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=policy.default)
+        self.sink.received(Received(envelope.mail_from, list(envelope.rcpt_tos), raw, msg))
+        return "250 OK"
+
+
+class SmtpSink(Mailbox):
+    def __init__(self, host="127.0.0.1", port=None):
+        super().__init__()
+        self.host = host
+        self.port = port or free_port()
+        self.reply = None
+        self.refused = 0
+        self.controller = None
+
+    @property
+    def url(self):
+        return f"smtp://{self.host}:{self.port}"
+
+    def start(self):
+        self.controller = Controller(_Handler(self), hostname=self.host, port=self.port)
+        self.controller.start()  # returns once the server answers
+        return self
+
+    def stop(self):
+        if self.controller:
+            self.controller.stop()
+            self.controller = None
 
     def __enter__(self):
         return self.start()

@@ -4,7 +4,6 @@ export), batch status, stream records, sources, permissions, tenant isolation, r
 a batch resumed after a restart. Every stored figure is compared with a computation here over
 the records the test sent, and read back straight from SQLite."""
 import csv
-import io
 import json
 import os
 import sqlite3
@@ -14,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from accounts import bearer, login, tenant, user
-from commerce_data import RATE_FLAGS, ingest, ingest_body, post_batch, post_body, wait_batch
+from commerce_data import (RATE_FLAGS, ingest, ingest_body, post_batch, post_body,
+                           rollups_stored, wait_batch)
 from conftest import SRC, Api, Server
 
 FIXTURES = os.path.join(SRC, "fixtures", "commerce")
@@ -744,25 +744,7 @@ def test_batch_survives_a_stop_mid_batch(sig):
 # ---- rollups stay exact: chunks mark their days, every other write fires its triggers ----
 
 DAY_MS, HOUR_MS = 86400000, 3600000
-ROLLUP_SQL = {
-    "od": "SELECT day, region, channel, currency, orders, revenue_m, min_order_m, max_order_m"
-          " FROM cm_rollup_orders_day WHERE tenant_id = ?",
-    "ocd": "SELECT day, currency, orders, revenue_m, min_order_m, max_order_m"
-           " FROM cm_rollup_orders_currency_day WHERE tenant_id = ?",
-    "oh": "SELECT hour, currency, orders, revenue_m, min_order_m, max_order_m"
-          " FROM cm_rollup_orders_hour WHERE tenant_id = ?",
-    "cat": "SELECT category, day, region, channel, currency, orders, revenue_m, quantity,"
-           " min_order_m, max_order_m FROM cm_rollup_category_day WHERE tenant_id = ?",
-    "prod": "SELECT day, product_id, currency, orders, quantity, revenue_m, cost_m"
-            " FROM cm_rollup_product_day WHERE tenant_id = ?",
-    "cust": "SELECT day, currency, customers, orders, revenue_m FROM cm_rollup_customers_day"
-            " WHERE tenant_id = ?",
-    "ev": "SELECT day, sessions, purchase_sessions, events FROM cm_rollup_events_day"
-          " WHERE tenant_id = ?",
-    "co": "SELECT currency, customer_id, orders, monetary_m, first_at, last_at"
-          " FROM cm_customer_orders WHERE tenant_id = ?",
-}
-ROLLUP_KEYS = {"od": 4, "ocd": 2, "oh": 2, "cat": 5, "prod": 3, "cust": 2, "ev": 1, "co": 2}
+INGEST_ROLLUPS = ("od", "ocd", "oh", "cat", "prod", "cust", "ev", "co")
 
 
 def rollups_recomputed(orders, products, events):
@@ -770,7 +752,7 @@ def rollups_recomputed(orders, products, events):
     test's own records: orders {id: {customer, at, total_m, currency, status, region, channel,
     items: [(product, qty, price_m)]}}, products {id: (category, cost_m)}, events {id: (at,
     session, type)}."""
-    want = {t: {} for t in ROLLUP_SQL}
+    want = {t: {} for t in INGEST_ROLLUPS}
 
     def acc(t, key, vals, kinds):
         cur = want[t].get(key)
@@ -816,14 +798,9 @@ def rollups_recomputed(orders, products, events):
     return {t: {k: tuple(v) for k, v in rows.items()} for t, rows in want.items()}
 
 
-def rollups_stored(w, tid):
-    out = {}
+def rollups_stored_by(w, tid):
     with w.db() as c:
-        for t, q in ROLLUP_SQL.items():
-            k = ROLLUP_KEYS[t]
-            out[t] = {(tuple(r)[0] if k == 1 else tuple(r)[:k]): tuple(r)[k:]
-                      for r in c.execute(q, (tid,))}
-    return out
+        return rollups_stored(c, tid, INGEST_ROLLUPS)
 
 
 def wait_rollups_clean(w, tid, timeout=60):
@@ -879,8 +856,8 @@ def test_rollups_exact_after_batches_and_writes_by_other_paths(w):
     def check():
         wait_rollups_clean(w, t["id"])
         assert w.count("cm_ingest_marking") == 0
-        got, want = rollups_stored(w, t["id"]), rollups_recomputed(orders, products, events)
-        for table in ROLLUP_SQL:
+        got, want = rollups_stored_by(w, t["id"]), rollups_recomputed(orders, products, events)
+        for table in INGEST_ROLLUPS:
             assert got[table] == want[table], table
 
     st = ingest(w.api, tok, "products", product_recs(sorted(products)), source_id="roll-src")

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from accounts import bearer
-from commerce_data import RATE_FLAGS, ingest, shop
+from commerce_data import RATE_FLAGS, ingest, rollups_stored, shop
 from conftest import Api, Server
 
 URL = "/api/v1/analytics/metrics"
@@ -792,32 +792,12 @@ def check_rollup_tables(env):
         hist[(p, w)] = q
         cur = want["inv"].get(t // DAY, (0, 0))
         want["inv"][t // DAY] = (cur[0] + q - prev, cur[1] + 1)
-    sql = {
-        "od": "SELECT day, region, channel, currency, orders, revenue_m, min_order_m, max_order_m"
-              " FROM cm_rollup_orders_day WHERE tenant_id = ?",
-        "ocd": "SELECT day, currency, orders, revenue_m, min_order_m, max_order_m"
-               " FROM cm_rollup_orders_currency_day WHERE tenant_id = ?",
-        "oh": "SELECT hour, currency, orders, revenue_m, min_order_m, max_order_m"
-              " FROM cm_rollup_orders_hour WHERE tenant_id = ?",
-        "cat": "SELECT category, day, region, channel, currency, orders, revenue_m, quantity,"
-               " min_order_m, max_order_m FROM cm_rollup_category_day WHERE tenant_id = ?",
-        "prod": "SELECT day, product_id, currency, orders, quantity, revenue_m, cost_m"
-                " FROM cm_rollup_product_day WHERE tenant_id = ?",
-        "cust": "SELECT day, currency, customers, orders, revenue_m FROM cm_rollup_customers_day"
-                " WHERE tenant_id = ?",
-        "ev": "SELECT day, sessions, purchase_sessions, events FROM cm_rollup_events_day"
-              " WHERE tenant_id = ?",
-        "inv": "SELECT day, delta, snapshots FROM cm_rollup_inventory_day WHERE tenant_id = ?",
-    }
-    nkey = {"od": 4, "ocd": 2, "oh": 2, "cat": 5, "prod": 3, "cust": 2, "ev": 1, "inv": 1}
     with db_ro(env["server"]) as c:
         assert c.execute("SELECT count(*) FROM cm_rollup_dirty WHERE tenant_id = ?",
                          (tid,)).fetchone()[0] == 0
-        for t, q in sql.items():
-            rows = c.execute(q, (tid,)).fetchall()
-            k = nkey[t]
-            got = {(r[0] if k == 1 else tuple(r[:k])): tuple(r[k:]) for r in rows}
-            assert got == want[t], t
+        got = rollups_stored(c, tid, ("od", "ocd", "oh", "cat", "prod", "cust", "ev", "inv"))
+    for t, rows in got.items():
+        assert rows == want[t], t
 
 
 def test_rollups_follow_changes(env):

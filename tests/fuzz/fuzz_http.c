@@ -84,12 +84,6 @@ static void on_request(struct request *req)
     http_response_send(req);
 }
 
-static void on_error(struct request *req, int err)
-{
-    req->status = err_http_status(err);
-    http_response_send(req);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
@@ -98,14 +92,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct server_limits lim = {
         .max_url = 512, .max_header_bytes = 2048, .max_headers = 16, .max_body = 4096,
         .idle_timeout_ms = 1000, .header_timeout_ms = 1000, .max_connections = 64};
-    struct server_hooks hooks = {.on_request = on_request, .on_error = on_error};
-    srv = server_new(&loop, &lim, &hooks);
-    char err[200];
-    if (server_listen(srv, "127.0.0.1:0", err, sizeof(err)) < 0) {
-        fprintf(stderr, "fuzz_http: %s\n", err);
-        abort();
-    }
-    port = server_port(srv);
+    struct server_hooks hooks = {.on_request = on_request};
+    srv = fuzz_loopback_listen(&loop, &lim, hooks, "fuzz_http", &port);
     return 0;
 }
 

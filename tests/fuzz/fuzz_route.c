@@ -186,12 +186,6 @@ static void on_request(struct request *req)
     http_response_send(req);
 }
 
-static void on_error(struct request *req, int err)
-{
-    req->status = err_http_status(err);
-    http_response_send(req);
-}
-
 static void cleanup(void)
 {
     rmdir(spool); /* spooled bodies are unlinked when their request is freed */
@@ -216,14 +210,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .max_headers = 100, .max_body = (size_t)cfg.max_body_kb * 1024,
         .idle_timeout_ms = 1000, .header_timeout_ms = 1000, .max_connections = 64,
         .spool_dir = spool};
-    struct server_hooks hooks = {.on_request = on_request, .on_error = on_error,
-                                 .body_limit = dispatch_body_limit, .arg = &app};
-    srv = server_new(&loop, &lim, &hooks);
-    if (server_listen(srv, "127.0.0.1:0", err, sizeof(err)) < 0) {
-        fprintf(stderr, "fuzz_route: %s\n", err);
-        abort();
-    }
-    port = server_port(srv);
+    struct server_hooks hooks = {.on_request = on_request, .body_limit = dispatch_body_limit,
+                                 .arg = &app};
+    srv = fuzz_loopback_listen(&loop, &lim, hooks, "fuzz_route", &port);
     return 0;
 }
 

@@ -90,12 +90,6 @@ static void on_request(struct request *req)
     http_response_send(req);
 }
 
-static void on_error(struct request *req, int err)
-{
-    req->status = err_http_status(err);
-    http_response_send(req);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
@@ -103,17 +97,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct server_limits lim = {
         .max_url = 8192, .max_header_bytes = 16384, .max_headers = 100, .max_body = 65536,
         .idle_timeout_ms = 1000, .header_timeout_ms = 1000, .max_connections = 64};
-    struct server_hooks hooks = {.on_request = on_request, .on_error = on_error};
+    struct server_hooks hooks = {.on_request = on_request};
     /* small enough that an input can reach 1009 and the send-queue cap */
     struct ws_limits wl = {.max_message = 4096, .max_send_queue = 16384};
     hub = ws_hub_new(&loop, &wl);
-    srv = server_new(&loop, &lim, &hooks);
-    char err[200];
-    if (hub == NULL || server_listen(srv, "127.0.0.1:0", err, sizeof(err)) < 0) {
-        fprintf(stderr, "fuzz_ws_handshake: cannot start\n");
+    if (hub == NULL) {
+        fprintf(stderr, "fuzz_ws_handshake: cannot create the hub\n");
         abort();
     }
-    port = server_port(srv);
+    srv = fuzz_loopback_listen(&loop, &lim, hooks, "fuzz_ws_handshake", &port);
     return 0;
 }
 

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/err.h"
+
 /* Rounds without progress before the client gives up: the server is waiting for more bytes
  * (it has them all) or has nothing left to say. */
 #define IDLE_ROUNDS 200
@@ -129,4 +131,25 @@ size_t fuzz_loopback_send(uv_loop_t *loop, int port, const uint8_t *data, size_t
     if (total <= KEEP_MAX)
         responses_check(kept, total, closed, memmem(data, size, "HEAD", 4) != NULL);
     return total;
+}
+
+void fuzz_loopback_on_error(struct request *req, int err)
+{
+    req->status = err_http_status(err);
+    http_response_send(req);
+}
+
+struct server *fuzz_loopback_listen(uv_loop_t *loop, const struct server_limits *lim,
+                                    struct server_hooks hooks, const char *who, int *port)
+{
+    if (hooks.on_error == NULL)
+        hooks.on_error = fuzz_loopback_on_error;
+    struct server *srv = server_new(loop, lim, &hooks);
+    char err[200] = "cannot create the server";
+    if (srv == NULL || server_listen(srv, "127.0.0.1:0", err, sizeof(err)) < 0) {
+        fprintf(stderr, "%s: %s\n", who, err);
+        abort();
+    }
+    *port = server_port(srv);
+    return srv;
 }

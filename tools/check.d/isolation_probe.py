@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "api"))
 
 import httpx  # noqa: E402
 import jwt  # noqa: E402  (Debian python3-jwt)
+from conftest import Server  # noqa: E402
 
 ROLES = ("admin", "org_admin", "manager", "viewer", "learner", "trainer", "approver", "agent",
          "developer", "master_admin")
@@ -91,55 +92,10 @@ def now_utc():
 
 # ---------------------------------------------------------------- server and accounts
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """One tessera process on a free port; stop() reports exit code and sanitizer findings."""
-
-    def __init__(self, bin_path, data, flags):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = os.path.join(data, "server.log")
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([bin_path, "serve", "--data", data, "--listen",
-                                      f"127.0.0.1:{self.port}", "--log-level", "warn", *flags],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"tessera exited {self.proc.returncode}: {self.stderr()}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("tessera did not become ready: " + self.stderr())
-
-    def stderr(self):
-        self.log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self):
-        """(exit code, sanitizer report or None)"""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            code = self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        err = self.stderr()
-        report = next((m for m in ("AddressSanitizer", "LeakSanitizer", "runtime error:")
-                       if m in err), None)
-        if report:
-            return code, err[max(0, err.index(report) - 200):][:4000]
-        return code, (None if code == 0 else "exit %d; log tail: %s" % (code, err[-2000:]))
+def start_server(bin_path, data, flags):
+    """tests/api's Server (logging at warn, 30 s to become ready): stop() there asserts, so the
+    probe ends it with finish() and reports what it found as a row."""
+    return Server("--log-level", "warn", *flags, data=data, bin=bin_path)
 
 
 def admin(bin_path, data, *args, password=None):
@@ -1315,7 +1271,7 @@ def run(bin_path, principals=FULL_PRINCIPALS, log=print):
     with tempfile.TemporaryDirectory(prefix="tessera-isolation-") as data:
         w = World(bin_path, data, principals)
         seed(w)
-        w.srv = Server(bin_path, data, rate_flags(routes))
+        w.srv = start_server(bin_path, data, rate_flags(routes))
         try:
             w.api = httpx.Client(base_url=w.srv.url, timeout=30)
             seed_live(w)
@@ -1351,7 +1307,9 @@ def run(bin_path, principals=FULL_PRINCIPALS, log=print):
         finally:
             if w.api:
                 w.api.close()
-            res.exit_code, res.sanitizer = w.srv.stop()
+            res.exit_code, res.sanitizer = w.srv.finish(timeout=60)
+            if res.sanitizer is None and res.exit_code != 0:
+                res.sanitizer = f"exit {res.exit_code}; log tail: {w.srv.stderr()[-2000:]}"
     res.seconds = time.time() - t0
     return res
 

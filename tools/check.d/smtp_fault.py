@@ -15,17 +15,15 @@ Behaviours of one connection:
 Connections held by hang and hang_data stay open until stop() or stop_listening().
 """
 import asyncio
-import socket
+import os
+import sys
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests",
+                                "api"))
+from smtp_sink import Mailbox, free_port  # noqa: E402
 
 
 @dataclass
@@ -38,15 +36,14 @@ class Message:
 REPLIES = {"451": b"451 4.3.0 try later\r\n", "550": b"550 5.7.1 refused\r\n"}
 
 
-class SmtpFault:
+class SmtpFault(Mailbox):
     def __init__(self, host="127.0.0.1", port=None):
+        super().__init__()
         self.host = host
         self.port = port or free_port()
         self.script = deque()
         self.default = "ok"
-        self.messages = []
         self.seen = []          # behaviour of every connection accepted, in order
-        self.cond = threading.Condition()
         self.loop = None
         self.server = None
         self.writers = set()
@@ -89,19 +86,6 @@ class SmtpFault:
             self.thread.join(5)
             self.loop.close()
             self.loop = None
-
-    def wait_for(self, pred=lambda m: True, timeout=10):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for m in self.messages:
-                    if pred(m):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no matching message within {timeout}s "
-                                       f"({len(self.messages)} received)")
-                self.cond.wait(left)
 
     # ---- the server (its own loop) ----
 
@@ -160,9 +144,7 @@ class SmtpFault:
                 if mode in REPLIES:
                     writer.write(REPLIES[mode])
                 else:
-                    with self.cond:
-                        self.messages.append(Message(mail_from, rcpt, data))
-                        self.cond.notify_all()
+                    self.received(Message(mail_from, rcpt, data))
                     writer.write(b"250 OK queued\r\n")
             elif verb == b"QUIT":
                 writer.write(b"221 bye\r\n")
