@@ -994,3 +994,36 @@ def test_stream_stores_every_type_as_a_batch_does(w):
         [{"total_m": 30000, "status": "paid"}]
     assert [(i["product_id"], i["unit_price_m"]) for i in items("ps-orders")] == \
         [("pp-2", 10000), ("pp-3", 20000)]
+
+
+def test_rollup_runs_that_caught_up_are_paced(w):
+    """A day re-dirtied again and again (here: one event of a 300,000-event day changed every
+    100 ms) is not recomputed at every 500 ms tick: after a run that left nothing dirty, the
+    next is queued only once that run has been over four times as long as it ran."""
+    t = tenant(w.server.data, "Paced", "paced.example")
+    day0 = int(datetime(2025, 3, 3, tzinfo=timezone.utc).timestamp() * 1000)
+    rows = [(t["id"], f"pe-{i}", "page_view" if i % 7 else "purchase", day0 + i * 250,
+             f"ps-{i // 5}", "seed", 0) for i in range(300000)]
+    with w.db() as c:
+        c.executemany("INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id,"
+                      " source_id, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    wait_rollups_clean(w, t["id"], timeout=120)
+    end = time.time() + 6
+    k = 0
+    while time.time() < end:  # each change marks the day dirty again (the UPDATE trigger)
+        with w.db() as c:
+            c.execute("UPDATE cm_events SET type = ? WHERE tenant_id = ? AND event_id = 'pe-1'",
+                      ("product_view" if k % 2 else "page_view", t["id"]))
+        k += 1
+        time.sleep(0.1)
+    wait_rollups_clean(w, t["id"], timeout=120)
+    runs = w.rows("SELECT created_at, started_at, finished_at, result FROM jobs WHERE"
+                  " tenant_id = ? AND kind = 'commerce.rollup' AND status = 'completed'"
+                  " ORDER BY created_at", t["id"])
+    paced = 0
+    for prev, nxt in zip(runs, runs[1:]):
+        ran = prev["finished_at"] - prev["started_at"]
+        if json.loads(prev["result"]).get("caught_up"):
+            assert nxt["created_at"] >= prev["finished_at"] + 4 * ran, (prev, nxt)
+            paced += 4 * ran > 500  # a wait the 500 ms tick alone would not have made
+    assert paced >= 2, f"no run long enough to show the pacing: {runs}"
