@@ -428,6 +428,7 @@ static void response_replace(struct hctx *h, int err)
         close(req->out_fd);
         req->out_fd = -1;
     }
+    req->out_mem = NULL;
     req->upgrade_cb = NULL;
     req->content_type = "application/json";
     h->ferrs = NULL;

@@ -61,6 +61,10 @@ struct request {
     int out_fd;                     /* >= 0: the body is out_len bytes of this file from
                                      * out_off, streamed as the client reads; closed after */
     int64_t out_off, out_len;
+    const char *out_mem;            /* non-NULL: the body is out_len bytes of this memory from
+                                     * out_off, which outlives the server (an embedded file),
+                                     * streamed as the client reads like out_fd, never copied
+                                     * whole */
     const char *err_code;           /* set on error responses, for the log line */
     bool close_after;
     bool sent;

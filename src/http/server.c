@@ -85,6 +85,7 @@ struct conn {
     struct buf pending;             /* unparsed bytes from a pipelined read */
     size_t write_queue;             /* bytes handed to uv_write, not yet done */
     int stream_fd;                  /* file body being streamed, -1 if none */
+    const char *stream_mem;         /* or memory being streamed (request.out_mem) */
     int64_t stream_off, stream_left;
     bool stream_close;              /* close once the file is out */
     struct tls_conn *tls;
@@ -335,7 +336,9 @@ static void conn_write_cb(uv_write_t *w, int status)
     }
 }
 
-static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
+/* What the socket does not take at once is queued: copied, or (lasting: memory that outlives
+ * the connection, e.g. an embedded file) referenced where it is. */
+static int conn_write_plain(struct conn *c, const void *bytes, size_t n, bool lasting)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
@@ -352,13 +355,14 @@ static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
             n -= (size_t)w;
         }
     }
-    struct write_req *wr = malloc(sizeof(*wr) + n);
+    struct write_req *wr = malloc(sizeof(*wr) + (lasting ? 0 : n));
     if (wr == NULL)
         return -ENOMEM;
     wr->c = c;
     wr->len = n;
-    memcpy(wr->data, bytes, n);
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
+    if (!lasting)
+        memcpy(wr->data, bytes, n);
+    uv_buf_t b = uv_buf_init(lasting ? (char *)bytes : wr->data, (unsigned)n);
     int r = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, conn_write_cb);
     if (r < 0) {
         free(wr);
@@ -366,6 +370,11 @@ static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
     }
     c->write_queue += n;
     return 0;
+}
+
+static int conn_write_raw(struct conn *c, const void *bytes, size_t n)
+{
+    return conn_write_plain(c, bytes, n, false);
 }
 
 int conn_write(struct conn *c, const void *bytes, size_t n)
@@ -1054,7 +1063,7 @@ static void response_serialize(struct request *req, struct buf *out)
         if (req->out_body.len > 0 || req->content_type)
             buf_printf(out, "Content-Type: %s\r\n",
                        req->content_type ? req->content_type : "application/json");
-        if (req->out_fd >= 0)
+        if (req->out_fd >= 0 || req->out_mem)
             buf_printf(out, "Content-Length: %lld\r\n", (long long)req->out_len);
         else
             buf_printf(out, "Content-Length: %zu\r\n", req->out_body.len);
@@ -1115,7 +1124,8 @@ static void conn_response_done(struct server *s, struct conn *c, bool close)
 }
 
 /* Reads the next chunks of a file body while the client keeps up (pread on the loop: local
- * disk, 64 KiB at a time, at most STREAM_QUEUE in flight). */
+ * disk, 64 KiB at a time, at most STREAM_QUEUE in flight); a memory body the same way, so a
+ * client that reads slowly costs a copy of what it has read, not of the whole body. */
 static void conn_stream_pump(struct conn *c)
 {
     char chunk[STREAM_CHUNK];
@@ -1123,8 +1133,17 @@ static void conn_stream_pump(struct conn *c)
         conn_timer_arm(c, c->srv->lim.idle_timeout_ms); /* progress: the reader is alive */
     while (c->stream_left > 0 && c->write_queue < STREAM_QUEUE) {
         size_t want = c->stream_left < STREAM_CHUNK ? (size_t)c->stream_left : STREAM_CHUNK;
-        ssize_t n = pread(c->stream_fd, chunk, want, (off_t)c->stream_off);
-        if (n <= 0 || conn_write(c, chunk, (size_t)n) < 0) {
+        int r;
+        ssize_t n = (ssize_t)want;
+        if (c->stream_mem && c->tls == NULL) /* sent from where it is, never copied */
+            r = conn_write_plain(c, c->stream_mem + c->stream_off, want, true);
+        else if (c->stream_mem)
+            r = conn_write(c, c->stream_mem + c->stream_off, want);
+        else if ((n = pread(c->stream_fd, chunk, want, (off_t)c->stream_off)) > 0)
+            r = conn_write(c, chunk, (size_t)n);
+        else
+            r = -EIO;
+        if (r < 0) {
             conn_close(c); /* the file shrank or the client went: the length was promised */
             return;
         }
@@ -1132,8 +1151,10 @@ static void conn_stream_pump(struct conn *c)
         c->stream_left -= n;
     }
     if (c->stream_left == 0 && c->write_queue == 0) {
-        close(c->stream_fd);
+        if (c->stream_fd >= 0)
+            close(c->stream_fd);
         c->stream_fd = -1;
+        c->stream_mem = NULL;
         conn_response_done(c->srv, c, c->stream_close);
         conns_resume(c->srv);
     }
@@ -1163,8 +1184,10 @@ static void response_flush_one(struct server *s, struct request *req)
                 if (c->pending.len > 0)
                     conn_resume_queue(s, c);
             }
-        } else if (req->out_fd >= 0 && req->method != HTTP_HEAD && req->out_len > 0) {
+        } else if ((req->out_fd >= 0 || req->out_mem) && req->method != HTTP_HEAD &&
+                   req->out_len > 0) {
             c->stream_fd = req->out_fd;
+            c->stream_mem = req->out_mem;
             req->out_fd = -1;
             c->stream_off = req->out_off;
             c->stream_left = req->out_len;
