@@ -218,17 +218,26 @@ static int step_route(struct hctx *h, struct route_match *m)
 /* Load shedding. Each class of route (RUN_LOOP, RUN_POOL) has its own bound of
  * --max-inflight requests being handled (waiting for or running on the pool, or waiting for the
  * tick's commit); past it a request of that class is answered 503 with Retry-After before any
- * work is spent on it. The loop then does a bounded amount of real work per iteration, so
+ * work is spent on it. A pool route is also shed while the pool is backed up: the oldest
+ * request waiting for a worker has waited --shed-queue-ms. That is the pool falling behind,
+ * whatever the count; a burst the workers will drain in a moment is not (a count alone shed a
+ * thousand requests of a 10-minute soak at 80% of capacity). The loop then does a bounded amount of real work per iteration, so
  * latency stays bounded under any offered load and the probes (RF_NO_SHED) keep answering.
  * One bound for both would let a backlog on the pool (reports, scans) shed the loop's point
  * reads and writes too, which cost the pool nothing and would not have made it drain faster. */
+static bool pool_backed_up(const struct app *app)
+{
+    int ms = app->cfg->shed_queue_ms;
+    return ms > 0 && app->pool && pool_wait_ns(app->pool) > (uint64_t)ms * 1000000u;
+}
+
 static int step_shed(struct hctx *h, const struct route *rt)
 {
     struct app *app = h->app;
     if ((rt->flags & RF_NO_SHED) || app->cfg->max_inflight <= 0)
         return 0;
     int *n = &app->inflight[rt->where];
-    if (*n >= app->cfg->max_inflight) {
+    if (*n >= app->cfg->max_inflight || (rt->where == RUN_POOL && pool_backed_up(app))) {
         h->retry_after_s = 1;
         h->err_message = "server is overloaded; retry shortly";
         return TS_E_UNAVAILABLE;
@@ -496,14 +505,23 @@ static int pool_call_submit(struct hctx *h, const struct route *rt)
     pc->route = rt;
     pc->fault = db_fault_get(); /* met by the loop half before it deferred */
     if (pool_submit(h->app->pool, &pc->task) < 0) {
+        h->retry_after_s = 1;
         h->err_message = "worker pool is full; retry shortly";
         return TS_E_UNAVAILABLE;
     }
     return HANDLER_DEFERRED;
 }
 
+/* A loop handler's pool hop (a login's argon2id, ...) is shed like a pool route while the pool
+ * is backed up: step_shed could not know the route would need the pool. The handler's writes so
+ * far are rolled back with its savepoint, as for any error. */
 int api_defer_to_pool(struct hctx *h, void (*work)(struct hctx *h), int (*done)(struct hctx *h))
 {
+    if (pool_backed_up(h->app)) {
+        h->retry_after_s = 1;
+        h->err_message = "server is overloaded; retry shortly";
+        return TS_E_UNAVAILABLE;
+    }
     h->pool_work = work;
     h->pool_done = done;
     return pool_call_submit(h, h->req->route);

@@ -30,8 +30,11 @@ const struct config_opt config_opts[] = {
         "lowest level logged"),
     OPT("max-connections", CFG_INT, max_connections, 1, 1000000, "16384", NULL, CMD_SERVE,
         "open connection cap"),
-    OPT("max-inflight", CFG_INT, max_inflight, 1, 1000000, "256", NULL, CMD_SERVE,
+    OPT("max-inflight", CFG_INT, max_inflight, 1, 1000000, "1024", NULL, CMD_SERVE,
         "requests handled at once, per class (loop, pool); past it 503 with Retry-After"),
+    OPT("shed-queue-ms", CFG_INT, shed_queue_ms, 0, 3600000, "1000", NULL, CMD_SERVE,
+        "pool routes get 503 while the oldest request waiting for a worker has waited this long "
+        "(0: only --max-inflight)"),
     OPT("max-body-kb", CFG_INT, max_body_kb, 1, 1048576, "1024", NULL, CMD_SERVE,
         "largest request body (KiB) on ordinary routes"),
     OPT("max-upload-mb", CFG_INT, max_upload_mb, 1, 4096, "25", NULL, CMD_SERVE,

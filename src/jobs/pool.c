@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 #include "store/db.h"
 
@@ -202,6 +203,7 @@ int pool_submit(struct pool *p, struct pool_task *t)
     else if (p->queued >= p->queue_max)
         r = -EAGAIN;
     if (r == 0) {
+        t->queued_ns = clock_mono_ns();
         push(&p->qhead, &p->qtail, t);
         p->queued++;
         p->stats.submitted++;
@@ -211,6 +213,15 @@ int pool_submit(struct pool *p, struct pool_task *t)
     }
     pthread_mutex_unlock(&p->mu);
     return r;
+}
+
+uint64_t pool_wait_ns(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t since = p->qhead ? p->qhead->queued_ns : 0;
+    pthread_mutex_unlock(&p->mu);
+    uint64_t now = clock_mono_ns();
+    return since && now > since ? now - since : 0;
 }
 
 void pool_stop(struct pool *p)

@@ -22,6 +22,7 @@ struct pool_task {
     void (*done)(struct pool_task *t, int status);
     struct pool_task *next;
     int status;
+    uint64_t queued_ns;          /* clock_mono_ns() at pool_submit */
 };
 
 struct pool_stats {
@@ -43,5 +44,7 @@ void pool_stop(struct pool *p);
 void pool_close_handles(struct pool *p);
 struct pool *pool_free(struct pool *p);
 struct pool_stats pool_stats(struct pool *p);
+/* How long the oldest task still waiting for a worker has waited (0 when none waits). */
+uint64_t pool_wait_ns(struct pool *p);
 int pool_size(const struct pool *p);
 #endif

@@ -135,6 +135,50 @@ def test_past_max_inflight_requests_are_shed_with_retry_after():
         s.stop()
 
 
+def test_pool_routes_are_shed_while_the_pool_is_backed_up():
+    """One worker, 40 logins (argon2id on the pool, tens of ms each) queued at once: they are
+    all admitted, since nothing had waited yet. Logins sent once the oldest waiting one has
+    waited past --shed-queue-ms are shed (503 + Retry-After) although the count is far from
+    --max-inflight, while a loop route sent with them is served; when the queue has drained,
+    a login is served again."""
+    s = Server("--workers", "1", "--shed-queue-ms", "50", "--rate-limit", "auth=100000/60",
+               "--rate-limit", "default=1000000/60")
+    api = Api(s)
+    try:
+        token = admin_token(s, api)
+        body = json.dumps({"email": "admin@load.example", "password": accounts.PASSWORD})
+        login = ("POST /api/v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+        me = (f"GET /api/v1/users/me HTTP/1.1\r\nHost: t\r\n"
+              f"Authorization: Bearer {token}\r\n\r\n").encode()
+        first = [rawhttp.connect(s.port, timeout=120) for _ in range(40)]
+        for k in first:
+            k.sendall(login)
+        time.sleep(0.5)  # the oldest queued login has now waited ~0.5 s
+        later = [(rawhttp.connect(s.port, timeout=120), r) for r in [login] * 10 + [me] * 5]
+        for k, r in later:
+            k.sendall(r)
+        ok = sum(rawhttp.read_response(k)[0] == 200 for k in first)
+        assert ok >= 30, f"only {ok} of the 40 logins sent together were served"
+        for i, (k, _) in enumerate(later):
+            status, headers, body, _ = rawhttp.read_response(k)
+            if i < 10:
+                assert status == 503 and headers.get("retry-after") == "1", (status, body)
+            else:
+                assert status == 200, (status, body)
+        for k in first + [k for k, _ in later]:
+            k.close()
+        deadline = time.time() + 60
+        while in_flight(api) and time.time() < deadline:
+            time.sleep(0.1)
+        r = api.post("/api/v1/auth/login", timeout=60,
+                     json={"email": "admin@load.example", "password": accounts.PASSWORD})
+        assert r.status_code == 200, r.text
+    finally:
+        api.close()
+        s.stop()
+
+
 def parked(api):
     text = api.get("/metrics", validate=False).text
     m = re.search(r"^http_requests_parked_total\S* (\S+)$", text, re.M)
