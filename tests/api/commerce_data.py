@@ -128,3 +128,14 @@ def rollups_stored(conn, tenant_id, tables):
         out[t] = {(r[0] if k == 1 else tuple(r[:k])): tuple(r[k:])
                   for r in map(tuple, conn.execute(ROLLUP_SQL[t], (tenant_id,)))}
     return out
+
+
+def fold(want, table, key, vals, kinds):
+    """Adds one record's figures to want[table][key] (a recomputed rollup row): kinds has one
+    letter per value, "+" summed, "<" kept smallest, ">" kept largest."""
+    cur = want[table].get(key)
+    if cur is None:
+        want[table][key] = list(vals)
+        return
+    for i, (v, k) in enumerate(zip(vals, kinds)):
+        cur[i] = cur[i] + v if k == "+" else min(cur[i], v) if k == "<" else max(cur[i], v)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from accounts import bearer, login, tenant, user
-from commerce_data import (RATE_FLAGS, ingest, ingest_body, post_batch, post_body,
+from commerce_data import (RATE_FLAGS, fold, ingest, ingest_body, post_batch, post_body,
                            rollups_stored, wait_batch)
 from conftest import SRC, Api, Server
 
@@ -755,12 +755,7 @@ def rollups_recomputed(orders, products, events):
     want = {t: {} for t in INGEST_ROLLUPS}
 
     def acc(t, key, vals, kinds):
-        cur = want[t].get(key)
-        if cur is None:
-            want[t][key] = list(vals)
-            return
-        for i, (v, k) in enumerate(zip(vals, kinds)):
-            cur[i] = cur[i] + v if k == "+" else min(cur[i], v) if k == "<" else max(cur[i], v)
+        fold(want, t, key, vals, kinds)
     buyers = {}
     for o in orders.values():
         if o["status"] in ("cancelled", "refunded"):

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from accounts import bearer
-from commerce_data import RATE_FLAGS, ingest, rollups_stored, shop
+from commerce_data import RATE_FLAGS, fold, ingest, rollups_stored, shop
 from conftest import Api, Server
 
 URL = "/api/v1/analytics/metrics"
@@ -742,12 +742,7 @@ def check_rollup_tables(env):
     want = {t: {} for t in ("od", "ocd", "oh", "cat", "prod", "cust", "ev", "inv")}
 
     def add(table, key, vals, kinds):
-        cur = want[table].get(key)
-        if cur is None:
-            want[table][key] = list(vals)
-            return
-        for i, (v, k) in enumerate(zip(vals, kinds)):
-            cur[i] = cur[i] + v if k == "+" else min(cur[i], v) if k == "<" else max(cur[i], v)
+        fold(want, table, key, vals, kinds)
     cust = {}
     for o in s.orders.values():
         if not counted(o):
