@@ -8,10 +8,11 @@
 #include "engines/records_in.h"
 
 /* depth counts JSON containers below the record; elements nest at most 8 deep (root = 1,
- * record = 2), so a record holds containers at most 6 deep */
+ * record = 2), so a record holds containers at most 6 deep, and strings one deeper still: the
+ * attributes of an element at the deepest level (<d8 a="1"/> is {"a": "1"} at depth 6) */
 static int value_ok(json_t *v, int depth)
 {
-    if (depth > REC_XML_MAX_DEPTH - 2)
+    if (depth > REC_XML_MAX_DEPTH - (json_is_string(v) ? 1 : 2))
         return 0;
     size_t i;
     json_t *x;
