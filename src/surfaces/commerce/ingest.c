@@ -734,16 +734,23 @@ static int job_checkpoint(struct job_run *r, int64_t next)
 }
 
 /* Records per chunk: CHUNK, or fewer when TESSERA_TEST_INGEST_CHUNK says so (the crash test
- * kills a batch between many chunks, as a 10,000-record batch has only two of CHUNK). */
+ * kills a batch between many chunks, as a 10,000-record batch has only two of CHUNK). Read
+ * once, under pthread_once: every worker thread asks (a plain lazy static was a data race,
+ * tools/check tsan). */
+static int chunk_n;
+
+static void chunk_records_init(void)
+{
+    const char *e = getenv("TESSERA_TEST_INGEST_CHUNK");
+    int v = e ? atoi(e) : 0;
+    chunk_n = v >= 1 && v < CHUNK ? v : CHUNK;
+}
+
 static int chunk_records(void)
 {
-    static int n;
-    if (n == 0) {
-        const char *e = getenv("TESSERA_TEST_INGEST_CHUNK");
-        int v = e ? atoi(e) : 0;
-        n = v >= 1 && v < CHUNK ? v : CHUNK;
-    }
-    return n;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, chunk_records_init);
+    return chunk_n;
 }
 
 /* Worker: checks records [start, start + chunk_records()) into recs and makes them c's JSON. Returns
