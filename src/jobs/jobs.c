@@ -36,6 +36,7 @@ struct jobs {
     struct job_run *live;        /* loop only: every run in memory */
     uint64_t faults_seen;        /* loop only: db_fault_count at the last look */
     bool rescue_due;
+    bool rescue_more;            /* the last sweep left stranded jobs for want of pool room */
     bool stopping;               /* under mu: job_write answers TS_E_UNAVAILABLE */
     struct write_req *wq;        /* under mu: waiting to be applied */
     struct write_req *applied;   /* loop only: applied, waiting for the commit */
@@ -84,7 +85,7 @@ static const char SQL_QUEUED[] =
 static const char SQL_REQUEUE_KEEP[] = "UPDATE jobs SET status = 'queued' WHERE id = ?";
 static const char SQL_STRANDED[] =
     "SELECT id, tenant_id, kind, params, checkpoint FROM jobs WHERE status IN ('queued', "
-    "'running') ORDER BY created_at LIMIT 256";
+    "'running') ORDER BY created_at";
 
 static const struct job_kind *kind_find(struct jobs *j, const char *name)
 {
@@ -219,6 +220,7 @@ static void writes_stop(struct jobs *j)
 }
 
 #define RESCUE_EVERY_MS 2000    /* how often the rescue timer looks (rescue_cb) */
+#define RESCUE_MORE_MS 50       /* the next look after one the pool had no room to finish */
 #define RESCUE_WINDOW_MS 10000  /* a fault this recent, with no commit since, is not over */
 static void rescue_cb(uv_timer_t *t);
 
@@ -451,16 +453,19 @@ static void rescue_sweep(struct jobs *j)
         return;
     }
     sqlite3_stmt *q = db_stmt(j->db, SQL_STRANDED);
-    int started = 0;
+    int started = 0, room = pool_room(j->pool);
     while (q && sqlite3_step(q) == SQLITE_ROW) {
         const char *id = col_or_empty(q, 0);
         const struct job_kind *k = kind_find(j, col_or_empty(q, 2));
         if (k == NULL || run_live(j, id))
             continue;
         const unsigned char *cp = sqlite3_column_text(q, 4);
-        if (job_start(j, id, col_or_empty(q, 1), k, col_or_empty(q, 3),
-                      cp ? (const char *)cp : NULL) == 0)
-            started++;
+        if (started == room || job_start(j, id, col_or_empty(q, 1), k, col_or_empty(q, 3),
+                                         cp ? (const char *)cp : NULL) < 0) {
+            j->rescue_due = j->rescue_more = true; /* the pool is full: soon, the rest */
+            break;
+        }
+        started++;
     }
     if (q)
         sqlite3_reset(q);
@@ -479,9 +484,14 @@ static void rescue_cb(uv_timer_t *t)
         j->faults_seen = n;
         j->rescue_due = true;
     }
+    bool more = j->rescue_more;
     if (j->rescue_due && db_fault_recent(RESCUE_WINDOW_MS) == 0) {
-        j->rescue_due = false;
+        j->rescue_due = j->rescue_more = false;
         rescue_sweep(j);
+    }
+    if (more != j->rescue_more) { /* a backlog the pool takes as it drains: look often */
+        uint64_t every = j->rescue_more ? RESCUE_MORE_MS : RESCUE_EVERY_MS;
+        uv_timer_start(t, rescue_cb, every, every);
     }
 }
 

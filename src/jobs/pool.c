@@ -279,6 +279,14 @@ struct pool_stats pool_stats(struct pool *p)
     return s;
 }
 
+int pool_room(struct pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int room = p->queue_max - p->queued;
+    pthread_mutex_unlock(&p->mu);
+    return room > 0 ? room : 0;
+}
+
 int pool_size(const struct pool *p)
 {
     return p->nthreads;

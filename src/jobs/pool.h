@@ -46,5 +46,7 @@ struct pool *pool_free(struct pool *p);
 struct pool_stats pool_stats(struct pool *p);
 /* How long the oldest task still waiting for a worker has waited (0 when none waits). */
 uint64_t pool_wait_ns(struct pool *p);
+/* How many more tasks pool_submit would take now (only the submitting loop thread adds). */
+int pool_room(struct pool *p);
 int pool_size(const struct pool *p);
 #endif

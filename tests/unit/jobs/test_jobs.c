@@ -1,5 +1,6 @@
 /* Unit tests for the worker pool and durable jobs: run, fail, bounded queue, checkpoint, recovery. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -81,6 +82,14 @@ static int kind_writer(struct job_run *r)
     return 0;
 }
 
+/* fails as a storage fault would while flaky_fail is set: the job ends "retry", not failed */
+static atomic_bool flaky_fail;
+static int kind_flaky(struct job_run *r)
+{
+    (void)r;
+    return atomic_load(&flaky_fail) ? TS_E_STORAGE : 0;
+}
+
 /* The "sum" kind's abandon: what jobs_recover handed over. */
 static int abandoned;
 static char abandoned_params[64];
@@ -97,7 +106,9 @@ static const struct job_kind kinds[] = {
     {"fail", kind_fail, 5, 3},
     {"wait", kind_wait, 5, 3},
     {"writer", kind_writer, 5, 3},
+    {"flaky", kind_flaky, 5, 3},
 };
+#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
 static int finished;
 static void on_finish(void *arg, const char *t, const char *id, const char *k, const char *s)
@@ -274,7 +285,7 @@ static void test_job_write(uv_loop_t *loop)
     struct pool *pool;
     pool_new(loop, 2, 8, path, &pool);
     struct jobs *j;
-    jobs_new(loop, db, pool, kinds, 4, &j);
+    jobs_new(loop, db, pool, kinds, NKINDS, &j);
     jobs_on_finish(j, on_finish, NULL);
     finished = 0;
     CHECK_INT(jobs_submit(j, "t4", "writer", "{}", a), 0);
@@ -283,6 +294,54 @@ static void test_job_write(uv_loop_t *loop)
     CHECK_STR(col(h, a, "status", v, sizeof(v)), "completed");
     CHECK_STR(col(h, a, "result", v, sizeof(v)), "{\"seen\":[10,20,30,30]}");
     CHECK_INT(count_jw(h), 30);
+    jobs_stop_writes(j);
+    pool_stop(pool);
+    pool_close_handles(pool);
+    jobs_close_handles(j);
+    uv_run(loop, UV_RUN_DEFAULT);
+    pool_free(pool);
+    jobs_free(j);
+    db_close(db);
+}
+
+/* Jobs a storage fault left queued, more than the pool's queue holds: once the fault has
+ * passed, every one runs again, the sweep going on as the pool drains. */
+static void test_rescue_backlog(uv_loop_t *loop)
+{
+    enum { N = 12 };
+    struct db *db;
+    char err[256], ids[N][UUID_STR_LEN], v[256], tenant[16], own[300];
+    snprintf(own, sizeof(own), "%s/rescue.db", dir); /* the sweep would take others' jobs too */
+    CHECK_INT(db_open(own, false, 250, &db, err, sizeof(err)), 0);
+    sqlite3 *h = db_handle(db);
+    struct pool *pool;
+    pool_new(loop, 1, 3, own, &pool);
+    struct jobs *j;
+    jobs_new(loop, db, pool, kinds, NKINDS, &j);
+    jobs_on_finish(j, on_finish, NULL);
+    finished = 0;
+    atomic_store(&flaky_fail, true);
+    for (int i = 0; i < N; i++) { /* one at a time, so the queue never refuses a submit */
+        snprintf(tenant, sizeof(tenant), "r%d", i);
+        CHECK_INT(jobs_submit(j, tenant, "flaky", "{}", ids[i]), 0);
+        db_tick_commit(db);
+        for (int k = 0; k < 2000 && strcmp(col(h, ids[i], "status", v, sizeof(v)), "queued"); k++) {
+            uv_run(loop, UV_RUN_NOWAIT);
+            db_tick_commit(db);
+            usleep(1000);
+        }
+        CHECK_STR(v, "queued");
+    }
+    CHECK_INT(finished, 0);
+    atomic_store(&flaky_fail, false);
+    for (int i = 0; i < 8000 && finished < N; i++) { /* the first look is 2 s after jobs_new */
+        uv_run(loop, UV_RUN_NOWAIT);
+        db_tick_commit(db);
+        usleep(1000);
+    }
+    CHECK_INT(finished, N);
+    for (int i = 0; i < N; i++)
+        CHECK_STR(col(h, ids[i], "status", v, sizeof(v)), "completed");
     jobs_stop_writes(j);
     pool_stop(pool);
     pool_close_handles(pool);
@@ -304,6 +363,7 @@ int main(void)
     test_recovery(&loop);
     test_bounded_queue(&loop);
     test_job_write(&loop);
+    test_rescue_backlog(&loop);
     uv_loop_close(&loop);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
