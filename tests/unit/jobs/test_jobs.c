@@ -275,6 +275,19 @@ static void test_bounded_queue(uv_loop_t *loop)
     pool_free(pool);
 }
 
+/* Stops and frees what a test with a loop-driven pool and jobs made. */
+static void teardown(uv_loop_t *loop, struct db *db, struct pool *pool, struct jobs *j)
+{
+    jobs_stop_writes(j);
+    pool_stop(pool);
+    pool_close_handles(pool);
+    jobs_close_handles(j);
+    uv_run(loop, UV_RUN_DEFAULT);
+    pool_free(pool);
+    jobs_free(j);
+    db_close(db);
+}
+
 static void test_job_write(uv_loop_t *loop)
 {
     struct db *db;
@@ -294,14 +307,7 @@ static void test_job_write(uv_loop_t *loop)
     CHECK_STR(col(h, a, "status", v, sizeof(v)), "completed");
     CHECK_STR(col(h, a, "result", v, sizeof(v)), "{\"seen\":[10,20,30,30]}");
     CHECK_INT(count_jw(h), 30);
-    jobs_stop_writes(j);
-    pool_stop(pool);
-    pool_close_handles(pool);
-    jobs_close_handles(j);
-    uv_run(loop, UV_RUN_DEFAULT);
-    pool_free(pool);
-    jobs_free(j);
-    db_close(db);
+    teardown(loop, db, pool, j);
 }
 
 /* Jobs a storage fault left queued, more than the pool's queue holds: once the fault has
@@ -334,22 +340,11 @@ static void test_rescue_backlog(uv_loop_t *loop)
     }
     CHECK_INT(finished, 0);
     atomic_store(&flaky_fail, false);
-    for (int i = 0; i < 8000 && finished < N; i++) { /* the first look is 2 s after jobs_new */
-        uv_run(loop, UV_RUN_NOWAIT);
-        db_tick_commit(db);
-        usleep(1000);
-    }
+    run_until(loop, db, N); /* the first look is 2 s after jobs_new */
     CHECK_INT(finished, N);
     for (int i = 0; i < N; i++)
         CHECK_STR(col(h, ids[i], "status", v, sizeof(v)), "completed");
-    jobs_stop_writes(j);
-    pool_stop(pool);
-    pool_close_handles(pool);
-    jobs_close_handles(j);
-    uv_run(loop, UV_RUN_DEFAULT);
-    pool_free(pool);
-    jobs_free(j);
-    db_close(db);
+    teardown(loop, db, pool, j);
 }
 
 int main(void)
