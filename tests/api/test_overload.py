@@ -304,7 +304,9 @@ def test_slow_readers_of_a_document_hold_no_copy_of_it(server):
         socks.append(k)
     time.sleep(2)
     grown = (rss_kb(server.proc.pid) - before) / 1024
-    assert grown < 8, f"RSS grew {grown:.0f} MiB for 300 stalled readers of {size} B"
+    # ThreadSanitizer's shadow memory (tools/check tsan) triples what the 300 connections touch
+    bar = 24 if os.environ.get("TESSERA_SANITIZER") == "thread" else 8
+    assert grown < bar, f"RSS grew {grown:.0f} MiB for 300 stalled readers of {size} B"
     assert httpx.get(server.url + "/health").status_code == 200
     # and every one of them still gets the whole document once it reads
     for k in socks[:20]:

@@ -916,7 +916,7 @@ int cm_rollup_job(struct job_run *r)
 #define PACE_FACTOR 4
 /* A run that recomputed days and could write none of them (each was changed again while it was
  * read: a day written to all along, as by a stream) did its work for nothing, and the next would
- * too: that day is left to the readers' base-row scans, and the next run waits HOT_PACE_FACTOR
+ * too, whether or not it stopped on its time budget (one day can take longer than that): that day is left to the readers' base-row scans, and the next run waits HOT_PACE_FACTOR
  * times as long as this one ran, HOT_WAIT_MIN_MS at least. In the soak's stream mix every run
  * of 10 minutes was such a run (357 of them, 56 to 840 ms, 0 days written), at a fifth of a
  * worker: 4% of one at most now. */
@@ -946,14 +946,14 @@ static bool rollup_paced(struct app *app, const char *tenant_id, int64_t now)
         return false;
     sqlite3_bind_text(q, 1, tenant_id, -1, SQLITE_STATIC);
     bool wait = false;
-    if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int(q, 2) == 1) {
-        int64_t ran = sqlite3_column_int64(q, 1) - sqlite3_column_int64(q, 0), pause;
-        if (sqlite3_column_int(q, 3) == 1) /* wrote nothing: see HOT_PACE_FACTOR */
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        int64_t ran = sqlite3_column_int64(q, 1) - sqlite3_column_int64(q, 0), pause = -1;
+        if (sqlite3_column_int(q, 3) == 1) /* wrote nothing, caught up or not: HOT_PACE_FACTOR */
             pause = HOT_PACE_FACTOR * ran > HOT_WAIT_MIN_MS ? HOT_PACE_FACTOR * ran
                                                               : HOT_WAIT_MIN_MS;
-        else
+        else if (sqlite3_column_int(q, 2) == 1)
             pause = PACE_FACTOR * ran;
-        wait = now < sqlite3_column_int64(q, 1) + pause;
+        wait = pause >= 0 && now < sqlite3_column_int64(q, 1) + pause;
     }
     sqlite3_reset(q);
     return wait;
