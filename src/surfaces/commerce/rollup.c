@@ -916,8 +916,9 @@ int cm_rollup_job(struct job_run *r)
 #define PACE_FACTOR 4
 /* A run that recomputed days and could write none of them (each was changed again while it was
  * read: a day written to all along, as by a stream) did its work for nothing, and the next would
- * too, whether or not it stopped on its time budget (one day can take longer than that): that day is left to the readers' base-row scans, and the next run waits HOT_PACE_FACTOR
- * times as long as this one ran, HOT_WAIT_MIN_MS at least. In the soak's stream mix every run
+ * too, whether or not it stopped on its time budget (one day can take longer than that): that
+ * day is left to the readers' base-row scans, and the next run waits HOT_PACE_FACTOR times as
+ * long as this one ran, HOT_WAIT_MIN_MS at least. In the soak's stream mix every run
  * of 10 minutes was such a run (357 of them, 56 to 840 ms, 0 days written), at a fifth of a
  * worker: 4% of one at most now. */
 #define HOT_PACE_FACTOR 20
