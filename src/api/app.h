@@ -38,6 +38,9 @@ struct app {
     uv_prepare_t unpark;
     uv_idle_t unpark_spin;
     struct metric_family *m_parked; /* http_requests_parked_total */
+    uint64_t shed_unlogged;     /* sheds not yet in a log line (dispatch.c shed_log) */
+    uint64_t shed_logged_ns;    /* when the last such line went out; 0: never */
+    uint64_t shed_first_ns;     /* the first of those sheds */
 };
 
 /* Every surface's route table; main builds the router from these. */

@@ -231,17 +231,54 @@ static bool pool_backed_up(const struct app *app)
     return ms > 0 && app->pool && pool_wait_ns(app->pool) > (uint64_t)ms * 1000000u;
 }
 
+/* A request refused to shed load: 503 with Retry-After, and counted for shed_log rather than
+ * logged as a failed request of its own. */
+static int shed(struct hctx *h, const char *why)
+{
+    h->retry_after_s = 1;
+    h->err_message = why;
+    h->shed = true;
+    return TS_E_UNAVAILABLE;
+}
+
+/* Sheds are counted, not logged one by one: a line per refused request would cost the loop
+ * most when it has least to spare (3x capacity sheds thousands a second). The first shed after
+ * a quiet second is logged at once; after it, at most one line a second says how many more.
+ * What a quiet spell leaves uncounted goes out with the next line or at shutdown. */
+#define SHED_LOG_NS 1000000000u
+
+static void shed_log_flush(struct app *app, uint64_t now)
+{
+    uint64_t n = app->shed_unlogged;
+    if (n == 1)
+        log_msg(LOG_WARN, "overloaded: answered 503 to a request (--max-inflight %d,"
+                " --shed-queue-ms %d)", app->cfg->max_inflight, app->cfg->shed_queue_ms);
+    else if (n > 1)
+        log_msg(LOG_WARN, "overloaded: answered 503 to %llu requests in the last %.1f s"
+                " (--max-inflight %d, --shed-queue-ms %d)", (unsigned long long)n,
+                (double)(now - app->shed_first_ns) / 1e9, app->cfg->max_inflight,
+                app->cfg->shed_queue_ms);
+    app->shed_unlogged = 0;
+    app->shed_logged_ns = now;
+}
+
+static void shed_log(struct app *app)
+{
+    uint64_t now = clock_mono_ns();
+    if (app->shed_unlogged++ == 0)
+        app->shed_first_ns = now;
+    if (app->shed_logged_ns == 0 || now - app->shed_logged_ns >= SHED_LOG_NS)
+        shed_log_flush(app, now);
+}
+
 static int step_shed(struct hctx *h, const struct route *rt)
 {
     struct app *app = h->app;
     if ((rt->flags & RF_NO_SHED) || app->cfg->max_inflight <= 0)
         return 0;
     int *n = &app->inflight[rt->where];
-    if (*n >= app->cfg->max_inflight || (rt->where == RUN_POOL && pool_backed_up(app))) {
-        h->retry_after_s = 1;
-        h->err_message = "server is overloaded; retry shortly";
-        return TS_E_UNAVAILABLE;
-    }
+    if (*n >= app->cfg->max_inflight || (rt->where == RUN_POOL && pool_backed_up(app)))
+        return shed(h, "server is overloaded; retry shortly");
     (*n)++;
     h->inflight = n;
     return 0;
@@ -504,11 +541,8 @@ static int pool_call_submit(struct hctx *h, const struct route *rt)
     pc->h = h;
     pc->route = rt;
     pc->fault = db_fault_get(); /* met by the loop half before it deferred */
-    if (pool_submit(h->app->pool, &pc->task) < 0) {
-        h->retry_after_s = 1;
-        h->err_message = "worker pool is full; retry shortly";
-        return TS_E_UNAVAILABLE;
-    }
+    if (pool_submit(h->app->pool, &pc->task) < 0)
+        return shed(h, "worker pool is full; retry shortly");
     return HANDLER_DEFERRED;
 }
 
@@ -517,11 +551,8 @@ static int pool_call_submit(struct hctx *h, const struct route *rt)
  * far are rolled back with its savepoint, as for any error. */
 int api_defer_to_pool(struct hctx *h, void (*work)(struct hctx *h), int (*done)(struct hctx *h))
 {
-    if (pool_backed_up(h->app)) {
-        h->retry_after_s = 1;
-        h->err_message = "server is overloaded; retry shortly";
-        return TS_E_UNAVAILABLE;
-    }
+    if (pool_backed_up(h->app))
+        return shed(h, "server is overloaded; retry shortly");
     h->pool_work = work;
     h->pool_done = done;
     return pool_call_submit(h, h->req->route);
@@ -624,6 +655,7 @@ void dispatch_close_handles(struct app *app)
         finish(h, TS_E_UNAVAILABLE);
     }
     app->parked_tail = &app->parked_head;
+    shed_log_flush(app, clock_mono_ns());
     uv_close((uv_handle_t *)&app->unpark, NULL);
     uv_close((uv_handle_t *)&app->unpark_spin, NULL);
 }
@@ -719,7 +751,10 @@ void dispatch_sent(struct request *req)
         .duration_ms = ms,
         .error = req->err_code,
     };
-    log_request_done(&lr);
+    if (h && h->shed && req->status == 503)
+        shed_log(app_of(req));
+    else
+        log_request_done(&lr);
 }
 
 /* The server's tick: commit, then settle the responses that waited for it. Busy: < 0, the

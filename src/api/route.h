@@ -102,6 +102,7 @@ struct hctx {
     struct field_error **ferrs_tail;
     int nferrs;
     int retry_after_s;
+    bool shed;                 /* refused to shed load (dispatch.c): counted, not logged */
     int *inflight;             /* the app->inflight[] counting it until the response is out */
     uint64_t cache_gen;        /* tenant data generation seen at cache lookup */
     struct hctx *next_parked;  /* dispatch.c: waiting for the next iteration's budget */

@@ -130,9 +130,19 @@ def test_past_max_inflight_requests_are_shed_with_retry_after():
         for _ in range(3):
             out = burst(s.port, heavy[:3])
             assert [o[1] for o in out] == [200, 200, 200], [o[3][:200] for o in out]
+        text = api.get("/metrics", validate=False).text
+        sent = sum(int(float(v)) for v in re.findall(
+            r'^http_requests_total\{[^}]*status_code="503"\} (\S+)$', text, re.M))
+        assert sent >= len(shed)
     finally:
         api.close()
-        s.stop()
+        err = s.stop()
+    # sheds are counted in a few summary lines, not logged a line each (one request line per
+    # refusal would cost the loop most when it has least to spare); shutdown logs the rest
+    lines = re.findall(r"overloaded: answered 503 to (\d+ requests|a request)", err)
+    assert sum(1 if n == "a request" else int(n.split()[0]) for n in lines) == sent, (lines, sent)
+    assert len(lines) < sent or sent == 1, lines
+    assert not re.search(r"\b503\b.*SERVICE_UNAVAILABLE|status_code.:503", err), err[-2000:]
 
 
 def test_pool_routes_are_shed_while_the_pool_is_backed_up():
