@@ -4,6 +4,8 @@ that trips opens one alert (and only one while it stays tripped, its current_val
 the figure), acknowledgement records the caller, cancelling the orders resolves it by itself, a
 new trip opens a new alert; disabling or deleting a rule resolves its open alert; GET /alerts
 filters and summary. Every value is checked against a Python sum over the records sent."""
+import os
+import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -219,3 +221,70 @@ def test_disable_and_delete_resolve(env):
     kept = of_rule(env, rid)
     assert len(kept) == 2 and all(x["status"] == "resolved" for x in kept)
     assert b["alert_id"] in [x["alert_id"] for x in kept]
+
+
+def test_evaluations_under_a_stream_are_paced(tmp_path):
+    """A conversion rule reads the sessions of its whole window from the base rows (distinct
+    sessions do not add up across days), here 200,000 events yesterday, and a stream writing
+    to that day marks the tenant again during every evaluation. The next evaluation still
+    starts no sooner than ten times as long as the last one took (common.h CM_PACE_FACTOR),
+    not every 500 ms: every interval between evaluations is at least four times the fastest
+    the server answers the same query on /analytics/metrics."""
+    s = Server(*RATE_FLAGS, data=str(tmp_path))
+    api = Api(s)
+    db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
+    try:
+        acme = shop(s, api, "acme", roles=("admin",))
+        tid = acme["tenant"]["id"]
+        day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        day -= timedelta(days=1)
+        day0 = int(day.timestamp() * 1000)
+        db.executemany("INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id,"
+                       " source_id, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [(tid, f"pe-{i}", "page_view" if i % 50 else "purchase", day0 + i * 400,
+                         f"ps-{i // 2}", "seed", 0) for i in range(200000)])
+        db.commit()
+        cost = []
+
+        def measure(live=0):
+            end = datetime.now(timezone.utc)
+            r = api.get("/api/v1/analytics/metrics", headers=bearer(acme["admin"]), params={
+                "metric_type": "conversion", "granularity": "daily",
+                "time_range[start]": iso(end - timedelta(days=7)), "time_range[end]": iso(end)})
+            assert r.status_code == 200, r.text
+            m = r.json()["data"]
+            assert m["summary"]["total"] == pytest.approx(4000 / (100000 + live)), m
+            cost.append(m["metadata"]["query_time_ms"])
+
+        for _ in range(3):
+            measure()
+        r = call({"api": api, "acme": acme}, "POST", "/api/v1/alerts/rules", json=rule_body(
+            name="Conversion floor", threshold=0.05, comparison="lt",
+            query={"metric_type": "conversion", "granularity": "daily", "time_window": "7d"}))
+        assert r.status_code == 201, r.text
+        rule_id = r.json()["data"]["rule_id"]
+        seen, k, post_at = [], 0, 0.0
+        end = time.time() + 180  # ThreadSanitizer: an evaluation takes seconds
+        while len(seen) < 4 and time.time() < end:
+            if time.time() >= post_at:  # every 50 ms an event of that day: dirty again
+                post_at = time.time() + 0.05
+                r = api.post("/api/v1/ingest/stream", headers=bearer(acme["admin"]), json={
+                    "source_id": "paced", "data_type": "events", "timestamp": iso(day),
+                    "data": {"event_id": f"live-{k}", "type": "page_view",
+                             "session_id": f"live-{k}", "timestamp": iso(day)}})
+                assert r.status_code == 202, r.text
+                k += 1
+            at = db.execute("SELECT last_evaluated_at FROM cm_alert_rules WHERE rule_id = ?",
+                            (rule_id,)).fetchone()[0]
+            if at is not None and (not seen or at != seen[-1]):
+                seen.append(at)
+            time.sleep(0.01)
+        for _ in range(3):
+            measure(k)
+        gaps = [b - a for a, b in zip(seen, seen[1:])]
+        assert len(gaps) >= 3, f"evaluations seen at {seen} in 180 s"
+        assert min(gaps) >= 4 * min(cost), f"ms between evaluations {gaps}, query ms {cost}"
+    finally:
+        db.close()
+        api.close()
+        s.stop()

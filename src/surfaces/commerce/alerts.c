@@ -6,8 +6,9 @@
  *   threshold (eq: equal within 1e-9 relative).
  * - Rules of a tenant are evaluated DEBOUNCE_MS after records of the tenant were ingested (or a
  *   rule was created or changed), and every PERIOD_MS (first at start) for every tenant with an
- *   enabled rule. The figures are read in the worker pool; the alert rows are written back on
- *   the loop, in the tick's transaction.
+ *   enabled rule; never sooner after the tenant's last evaluation than CM_PACE_FACTOR times as
+ *   long as it ran (common.h). The figures are read in the worker pool; the alert rows are
+ *   written back on the loop, in the tick's transaction.
  * - A rule that trips while it has no open (active or acknowledged) alert opens one, active.
  *   While it stays tripped its open alert's current_value follows the figure. When it no
  *   longer trips, the open alert (acknowledged or not) is resolved. Disabling or deleting a
@@ -141,6 +142,7 @@ struct tstate {
     char tenant_id[UUID_STR_LEN];
     bool marked;             /* evaluate when the debounce timer fires */
     bool busy;               /* an evaluation is in the pool */
+    uint64_t not_before_ns;  /* the next evaluation, paced by the last one's cost */
 };
 
 static struct {
@@ -167,9 +169,10 @@ static struct tstate *tstate_get(const char *tenant)
 
 static void debounce_cb(uv_timer_t *t);
 
+/* Fires in ms, or sooner if it is armed for sooner. */
 static void debounce_arm(uint64_t ms)
 {
-    if (!st.started || st.debounce_armed)
+    if (!st.started || (st.debounce_armed && uv_timer_get_due_in(&st.debounce) <= ms))
         return;
     st.debounce_armed = true;
     uv_timer_start(&st.debounce, debounce_cb, ms, 0);
@@ -209,6 +212,7 @@ struct alert_task {
     struct tstate *t;
     char tenant_id[UUID_STR_LEN];
     int64_t now;
+    uint64_t started_ns, ended_ns; /* the work's run, for the pacing */
     int n;
     struct rule_result r[RULES_MAX];
 };
@@ -245,6 +249,7 @@ static void task_work(struct pool_task *pt, struct pool_worker *w)
 {
     struct alert_task *t = (struct alert_task *)pt;
     sqlite3_stmt *q;
+    t->started_ns = t->ended_ns = clock_mono_ns();
     if (w->db == NULL || sqlite3_prepare_v2(w->db, SQL_RULES_ENABLED, -1, &q, NULL) != SQLITE_OK)
         return;
     sqlite3_bind_text(q, 1, t->tenant_id, -1, SQLITE_STATIC);
@@ -255,6 +260,7 @@ static void task_work(struct pool_task *pt, struct pool_worker *w)
         rule_eval(w->db, t->tenant_id, col_text(q, 1), t->now, r);
     }
     sqlite3_finalize(q);
+    t->ended_ns = clock_mono_ns();
 }
 
 static int alert_open(struct db *db, const char *tenant, const struct rule_result *res,
@@ -366,6 +372,7 @@ static void task_done(struct pool_task *pt, int status)
         debounce_arm(RETRY_MS);
     }
     t->t->busy = false;
+    t->t->not_before_ns = cm_pace_until_ns(t->started_ns, t->ended_ns);
     if (t->t->marked && !st.debounce_armed)
         tenant_kick(t->t);
     free(t);
@@ -375,6 +382,11 @@ static void tenant_kick(struct tstate *t)
 {
     if (!st.started || st.app->draining || t->busy || !t->marked)
         return;
+    uint64_t now = clock_mono_ns();
+    if (now < t->not_before_ns) {
+        debounce_arm((t->not_before_ns - now) / 1000000 + 1);
+        return;
+    }
     struct alert_task *task = calloc(1, sizeof(*task));
     if (task == NULL) {
         debounce_arm(RETRY_MS);

@@ -17,8 +17,9 @@
  * - WS /ws/dashboards/{id}: on connect and on a client {"type":"refresh"} the session gets
  *   dashboard_refresh {dashboard, last_updated, next_refresh} followed by every widget's
  *   current data (widget_update, or error for a failing widget). After ingestion (debounced,
- *   DEBOUNCE_MS after the first record) the subscribed dashboards are re-evaluated and only
- *   widgets whose figures changed are sent; a PUT of the definition sends dashboard_refresh
+ *   DEBOUNCE_MS after the first record, and no sooner after the dashboard's last evaluation
+ *   than CM_PACE_FACTOR times as long as it ran: common.h) the subscribed dashboards are
+ *   re-evaluated and only widgets whose figures changed are sent; a PUT of the definition sends dashboard_refresh
  *   and every widget to all subscribers; DELETE sends an error and closes with 4404. */
 #include <jansson.h>
 #include <stdio.h>
@@ -317,6 +318,7 @@ struct channel {
     bool busy;               /* an evaluation is in the pool */
     bool want_data;          /* new records since the last evaluation started */
     bool want_definition;    /* the definition changed: refresh every subscriber */
+    uint64_t not_before_ns;  /* the next evaluation for new records, paced by the last one */
 };
 
 static struct {
@@ -497,6 +499,7 @@ struct eval_task {
     uint64_t gen;
     int64_t now;
     bool definition;         /* refresh every subscriber */
+    uint64_t started_ns, ended_ns; /* the work's run, for the pacing */
     struct cm_wout out[CM_WIDGETS_MAX];
 };
 
@@ -504,9 +507,10 @@ static void channel_kick(struct channel *c);
 
 static void timer_cb(uv_timer_t *t);
 
+/* Fires in ms, or sooner if it is armed for sooner. */
 static void timer_arm(uint64_t ms)
 {
-    if (!st.started || st.timer_armed)
+    if (!st.started || (st.timer_armed && uv_timer_get_due_in(&st.timer) <= ms))
         return;
     st.timer_armed = true;
     uv_timer_start(&st.timer, timer_cb, ms, 0);
@@ -515,6 +519,7 @@ static void timer_arm(uint64_t ms)
 static void eval_work(struct pool_task *t, struct pool_worker *w)
 {
     struct eval_task *e = (struct eval_task *)t;
+    e->started_ns = clock_mono_ns();
     for (int i = 0; i < e->d->n; i++) {
         if (w->db == NULL) {
             e->out[i].status = TS_E_UNAVAILABLE;
@@ -523,6 +528,7 @@ static void eval_work(struct pool_task *t, struct pool_worker *w)
         }
         cm_widget_eval(w->db, e->d->tenant_id, &e->d->w[i], e->now, e->a, &e->out[i]);
     }
+    e->ended_ns = clock_mono_ns();
 }
 
 static uint64_t *base_of(struct channel *c, const char *widget_id)
@@ -570,6 +576,8 @@ static void eval_done(struct pool_task *t, int status)
         return;
     }
     c->busy = false;
+    if (status == 0)
+        c->not_before_ns = cm_pace_until_ns(e->started_ns, e->ended_ns);
     if (status == 0 && !st.app->draining) {
         char *key;
         for (int i = 0; i < e->d->n; i++) {
@@ -602,11 +610,28 @@ static void channel_gone(struct channel *c)
     c->want_data = c->want_definition = false;
 }
 
+/* Only new records wait out the pacing (common.h): a subscriber's refresh and a changed
+ * definition are answered at once. */
+static bool channel_paced(const struct channel *c, uint64_t now)
+{
+    if (now >= c->not_before_ns || c->want_definition)
+        return false;
+    for (const struct sub *s = c->subs; s; s = s->next)
+        if (s->want_refresh)
+            return false;
+    return true;
+}
+
 /* Starts an evaluation of the channel's dashboard if one is wanted and none is running. */
 static void channel_kick(struct channel *c)
 {
     if (!st.started || st.app->draining || c->busy || !channel_wants(c))
         return;
+    uint64_t now = clock_mono_ns();
+    if (channel_paced(c, now)) {
+        timer_arm((c->not_before_ns - now) / 1000000 + 1);
+        return;
+    }
     struct arena *a = arena_new(16384); /* the task's memory, freed when it is done */
     if (a == NULL) {
         timer_arm(RETRY_MS);
@@ -638,7 +663,8 @@ static void channel_kick(struct channel *c)
     }
 }
 
-/* Fires DEBOUNCE_MS after the first ingestion notice (or RETRY_MS after a refused task). */
+/* Fires DEBOUNCE_MS after the first ingestion notice, RETRY_MS after a refused task, or when a
+ * paced channel may run again. */
 static void timer_cb(uv_timer_t *t)
 {
     (void)t;
