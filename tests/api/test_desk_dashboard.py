@@ -440,6 +440,43 @@ def test_export_cap_and_job(world):
     assert r.status_code == 404 and r.json()["error"]["details"]["field"] == "job_id"
 
 
+def test_export_job_bound(tmp_path):
+    """The job bound: a range holding exactly 1,000,000 tickets is queued as a job; one more
+    ticket is a 422 naming end_date, and no job is queued for it. The million tickets go
+    straight into SQLite in one statement (through the API they would take many minutes)."""
+    data = str(tmp_path)
+    t = tenant(data, "Umbrella", "umbrella.example")
+    u = user(data, "umbrella.example", "ann@umbrella.example", "agent")
+    db = sqlite3.connect(os.path.join(data, "tessera.db"))
+    db.execute("WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)"
+               " INSERT INTO tickets(tenant_id, id, number, title, type, priority, status,"
+               " requester_id, created_at, updated_at)"
+               " SELECT ?1, printf('m%07d', i), i + 1, 'm', 'task', 'low', 'open', ?2,"
+               " CASE WHEN i < 1000000 THEN ?3 + i ELSE ?4 END, ?3 FROM n",
+               (t["id"], u["id"], ms(2024, 4, 1), ms(2024, 4, 2)))
+    db.execute("INSERT INTO desk_counters(tenant_id, last_ticket) VALUES(?, 1000001)", (t["id"],))
+    db.commit()
+    assert db.execute("SELECT count(*) FROM tickets WHERE tenant_id = ?", (t["id"],)).fetchone() == (1000001,)
+    s = Server(data=data)
+    try:
+        a = Api(s)
+        h = bearer(login(a, u["email"])["access_token"])
+        path = "/api/v1/dashboard/reports/export?type=tickets&start_date=2024-04-01&end_date="
+        over = a.get(path + "2024-04-02", headers=h)
+        assert over.status_code == 422, over.text
+        err = over.json()["error"]
+        assert err["details"]["field"] == "end_date" and "more than 1000000 tickets" in over.text
+        assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        at = a.get(path + "2024-04-01", headers=h)
+        assert at.status_code == 202, at.text
+        assert at.json()["rows"] == 1000000 and at.json()["status"] == "queued"
+        kinds = db.execute("SELECT kind FROM jobs WHERE id = ?", (at.json()["job_id"],)).fetchall()
+        assert kinds == [("desk.export",)]
+    finally:
+        db.close()
+        s.stop()
+
+
 @pytest.mark.parametrize("path,field", [
     ("/api/v1/dashboard/overview?period=0d", "period"),
     ("/api/v1/dashboard/overview?period=366d", "period"),
