@@ -139,3 +139,53 @@ def fold(want, table, key, vals, kinds):
         return
     for i, (v, k) in enumerate(zip(vals, kinds)):
         cur[i] = cur[i] + v if k == "+" else min(cur[i], v) if k == "<" else max(cur[i], v)
+
+
+class BusyDay:
+    """A day a stream keeps writing to, for the pacing tests of re-evaluations after ingestion:
+    `n` events yesterday (UTC) written straight into SQLite, one session per two events and a
+    purchase every 50th, so conversion over 7 days is 1 / 25 of `n / 2` sessions plus one more
+    session for every live event. cost_ms() is the fastest the server answers that conversion
+    query on /analytics/metrics (what each re-evaluation of a conversion figure also runs);
+    post() streams one page_view event into the day (each its own session)."""
+
+    def __init__(self, api, token, tenant_id, db, n=200000):
+        from datetime import datetime, timedelta, timezone
+        self.api, self.token, self.n, self.live, self.costs = api, token, n, 0, []
+        self.day = (datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+                    - timedelta(days=1))
+        day0 = int(self.day.timestamp() * 1000)
+        db.executemany("INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id,"
+                       " source_id, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [(tenant_id, f"pe-{i}", "page_view" if i % 50 else "purchase",
+                         day0 + i * (86400000 // n), f"ps-{i // 2}", "seed", 0) for i in range(n)])
+        db.commit()
+
+    @staticmethod
+    def iso(dt):
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def measure(self):
+        from datetime import datetime, timedelta, timezone
+        end = datetime.now(timezone.utc)
+        r = self.api.get("/api/v1/analytics/metrics", headers=bearer(self.token), params={
+            "metric_type": "conversion", "granularity": "daily",
+            "time_range[start]": self.iso(end - timedelta(days=7)),
+            "time_range[end]": self.iso(end)})
+        assert r.status_code == 200, r.text
+        m = r.json()["data"]
+        want = (self.n // 50) / (self.n // 2 + self.live)
+        assert abs(m["summary"]["total"] - want) < 1e-9, (m["summary"], want)
+        self.costs.append(m["metadata"]["query_time_ms"])
+
+    def cost_ms(self):
+        return min(self.costs)
+
+    def post(self):
+        k = self.live
+        r = self.api.post("/api/v1/ingest/stream", headers=bearer(self.token), json={
+            "source_id": "paced", "data_type": "events", "timestamp": self.iso(self.day),
+            "data": {"event_id": f"live-{k}", "type": "page_view", "session_id": f"live-{k}",
+                     "timestamp": self.iso(self.day)}})
+        assert r.status_code == 202, r.text
+        self.live += 1

@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from accounts import bearer
-from commerce_data import RATE_FLAGS, ingest, shop
+from commerce_data import RATE_FLAGS, BusyDay, ingest, shop
 from conftest import Api, Server
 
 COUNTED = ("placed", "paid", "shipped", "delivered")
@@ -416,3 +416,55 @@ def test_websocket_refused_without_access(env):
     assert asyncio.run(status(base + f"?access_token={globex['admin']}")) == 404   # other tenant
     assert asyncio.run(status(base + f"?access_token={acme['viewer']}")) == 404    # not public
     assert asyncio.run(status(base, {"Authorization": f"Bearer {acme['admin']}"})) == 101
+
+
+def test_pushes_under_a_stream_are_paced(tmp_path):
+    """A subscribed dashboard with a conversion widget over 200,000 events of a day a stream
+    keeps writing to (see test_commerce_alerts' pacing test): each event changes the figure, yet
+    widget_update comes no more often than the pacing allows: the next evaluation for new
+    records no sooner than ten times as long as the last took (common.h), so every interval is
+    at least four times the query time the previous update reports (metric.metadata)."""
+    s = Server(*RATE_FLAGS, data=str(tmp_path))
+    api = Api(s)
+    db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
+    try:
+        t = shop(s, api, "busy", roles=("admin",))
+        busy = BusyDay(api, t["admin"], t["tenant"]["id"], db)
+        for _ in range(3):
+            busy.measure()
+        r = api.post("/api/v1/dashboards", headers=bearer(t["admin"]), json={
+            "name": "Conversion", "category": "marketing", "widgets": [
+                widget("conv", "metric_card", "conversion", window="7d")]})
+        assert r.status_code == 201, r.text
+        url = f"ws://127.0.0.1:{s.port}/ws/dashboards/{r.json()['data']['dashboard_id']}" \
+              f"?access_token={t['admin']}"
+
+        async def go():
+            async with websockets.connect(url, max_size=None) as ws:
+                updates = []
+                end = time.monotonic() + 180  # ThreadSanitizer: an evaluation takes seconds
+                post_at = 0.0
+                while len(updates) < 5 and time.monotonic() < end:
+                    if time.monotonic() >= post_at:  # every 50 ms an event of that day
+                        post_at = time.monotonic() + 0.05
+                        await asyncio.to_thread(busy.post)
+                    try:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), 0.05))
+                    except asyncio.TimeoutError:
+                        continue
+                    if m["type"] == "widget_update":
+                        meta = m["data"]["metric"]["metadata"]
+                        updates.append((time.monotonic(), meta["query_time_ms"]))
+                return updates
+
+        updates = asyncio.run(go())
+        for _ in range(3):
+            busy.measure()
+        pairs = list(zip(updates[1:], updates[2:]))  # after the snapshot
+        assert len(pairs) >= 3, f"widget updates (s, query ms) {updates} in 180 s"
+        for (t0, ms), (t1, _) in pairs:
+            assert (t1 - t0) * 1000 >= 4 * ms, f"widget updates (s, query ms) {updates}"
+    finally:
+        db.close()
+        api.close()
+        s.stop()
