@@ -189,3 +189,20 @@ class BusyDay:
                      "timestamp": self.iso(self.day)}})
         assert r.status_code == 202, r.text
         self.live += 1
+
+
+def busy_shop(data, name):
+    """A server on `data` (RATE_FLAGS) with an admin-only shop `name` and its BusyDay, the query
+    time measured three times: (server, api, sqlite3 connection, shop, busy). The caller closes
+    the connection and the api and stops the server."""
+    import os
+    import sqlite3
+    from conftest import Api, Server
+    s = Server(*RATE_FLAGS, data=data)
+    api = Api(s)
+    db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
+    t = shop(s, api, name, roles=("admin",))
+    busy = BusyDay(api, t["admin"], t["tenant"]["id"], db)
+    for _ in range(3):
+        busy.measure()
+    return s, api, db, t, busy

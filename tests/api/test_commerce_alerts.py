@@ -4,15 +4,13 @@ that trips opens one alert (and only one while it stays tripped, its current_val
 the figure), acknowledgement records the caller, cancelling the orders resolves it by itself, a
 new trip opens a new alert; disabling or deleting a rule resolves its open alert; GET /alerts
 filters and summary. Every value is checked against a Python sum over the records sent."""
-import os
-import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from accounts import bearer
-from commerce_data import RATE_FLAGS, BusyDay, ingest, shop
+from commerce_data import RATE_FLAGS, busy_shop, ingest, shop
 from conftest import Api, Server
 
 
@@ -230,14 +228,8 @@ def test_evaluations_under_a_stream_are_paced(tmp_path):
     starts no sooner than ten times as long as the last one took (common.h CM_PACE_FACTOR),
     not every 500 ms: every interval between evaluations is at least four times the fastest
     the server answers the same query on /analytics/metrics."""
-    s = Server(*RATE_FLAGS, data=str(tmp_path))
-    api = Api(s)
-    db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
+    s, api, db, acme, busy = busy_shop(str(tmp_path), "acme")
     try:
-        acme = shop(s, api, "acme", roles=("admin",))
-        busy = BusyDay(api, acme["admin"], acme["tenant"]["id"], db)
-        for _ in range(3):
-            busy.measure()
         r = call({"api": api, "acme": acme}, "POST", "/api/v1/alerts/rules", json=rule_body(
             name="Conversion floor", threshold=0.05, comparison="lt",
             query={"metric_type": "conversion", "granularity": "daily", "time_window": "7d"}))

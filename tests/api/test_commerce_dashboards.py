@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from accounts import bearer
-from commerce_data import RATE_FLAGS, BusyDay, ingest, shop
+from commerce_data import RATE_FLAGS, busy_shop, ingest, shop
 from conftest import Api, Server
 
 COUNTED = ("placed", "paid", "shipped", "delivered")
@@ -424,14 +424,8 @@ def test_pushes_under_a_stream_are_paced(tmp_path):
     widget_update comes no more often than the pacing allows: the next evaluation for new
     records no sooner than ten times as long as the last took (common.h), so every interval is
     at least four times the query time the previous update reports (metric.metadata)."""
-    s = Server(*RATE_FLAGS, data=str(tmp_path))
-    api = Api(s)
-    db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
+    s, api, db, t, busy = busy_shop(str(tmp_path), "busy")
     try:
-        t = shop(s, api, "busy", roles=("admin",))
-        busy = BusyDay(api, t["admin"], t["tenant"]["id"], db)
-        for _ in range(3):
-            busy.measure()
         r = api.post("/api/v1/dashboards", headers=bearer(t["admin"]), json={
             "name": "Conversion", "category": "marketing", "widgets": [
                 widget("conv", "metric_card", "conversion", window="7d")]})
