@@ -60,10 +60,11 @@ void cm_alerts_on_ingest(struct app *app, const char *tenant_id);       /* alert
 /* Re-evaluations after ingestion (alert rules, dashboard widgets for subscribers) are paced by
  * their own cost: the next of a tenant (a dashboard) starts no sooner than CM_PACE_FACTOR times
  * as long as the last one ran, after it ended, so they take at most a tenth of a worker. Under a
- * steady stream the records of every evaluation's run mark the tenant again at once, and the
- * figures of a day being written come from its base rows, not its rollup (rollup.c), so each
- * run costs more than the last: unpaced, a conversion rule over a day of 225,000 stream events
- * took 260 ms twice a second, half of a worker, after 10 minutes of tools/check soak. */
+ * steady stream the records of every evaluation's run mark the tenant again at once, and what
+ * a run reads grows with the stream: a day being written is read from its base rows, not its
+ * rollup (rollup.c), and distinct counts (conversion's sessions) read the whole window's. So
+ * each run cost more than the last: unpaced, a conversion rule over a day of 225,000 stream
+ * events took 260 ms twice a second after 10 minutes of tools/check soak. */
 #define CM_PACE_FACTOR 10
 static inline uint64_t cm_pace_until_ns(uint64_t start_ns, uint64_t end_ns)
 {
