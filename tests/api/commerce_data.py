@@ -15,9 +15,13 @@ stored_records, duplicate_records, errors [{record_index, record_id, field, chec
 message}], ...). A batch whose records were all rejected ends "failed", one with some rejected
 ends "completed" with validation_status "failed": check what your test expects.
 """
+import os
+import sqlite3
 import time
+from datetime import datetime, timedelta, timezone
 
 from accounts import bearer, login, tenant, user
+from conftest import Api, Server
 
 # Rate limits for a test module that makes many calls (the defaults are per hour).
 RATE_FLAGS = ["--rate-limit", "commerce=100000/60", "--rate-limit", "analytics=100000/60",
@@ -150,7 +154,6 @@ class BusyDay:
     post() streams one page_view event into the day (each its own session)."""
 
     def __init__(self, api, token, tenant_id, db, n=200000):
-        from datetime import datetime, timedelta, timezone
         self.api, self.token, self.n, self.live, self.costs = api, token, n, 0, []
         self.day = (datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
                     - timedelta(days=1))
@@ -166,7 +169,6 @@ class BusyDay:
         return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def measure(self):
-        from datetime import datetime, timedelta, timezone
         end = datetime.now(timezone.utc)
         r = self.api.get("/api/v1/analytics/metrics", headers=bearer(self.token), params={
             "metric_type": "conversion", "granularity": "daily",
@@ -195,9 +197,6 @@ def busy_shop(data, name):
     """A server on `data` (RATE_FLAGS) with an admin-only shop `name` and its BusyDay, the query
     time measured three times: (server, api, sqlite3 connection, shop, busy). The caller closes
     the connection and the api and stops the server."""
-    import os
-    import sqlite3
-    from conftest import Api, Server
     s = Server(*RATE_FLAGS, data=data)
     api = Api(s)
     db = sqlite3.connect(os.path.join(s.data, "tessera.db"), timeout=30)
