@@ -190,10 +190,12 @@ static void closing_done(struct server *s)
     struct serve_state *st = server_arg(s);
     struct app *app = &st->app;
     jobs_stop_writes(app->jobs); /* a job waiting on the loop must not hold pool_stop up */
-    pool_stop(app->pool);        /* running jobs have been asked to checkpoint */
+    pool_stop(app->bg_pool);     /* running jobs have been asked to checkpoint */
+    pool_stop(app->pool);
     jobs_close_handles(app->jobs);
     dispatch_close_handles(app);
     server_close_handles(app->server);
+    pool_close_handles(app->bg_pool);
     pool_close_handles(app->pool);
     ws_hub_close_handles(app->hub);
     mailer_close_handles(app->mailer);
@@ -260,13 +262,18 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
                              cfg->smtp_from, 8};
     if (mailer_new(app->loop, app->db, &mc, &app->mailer, err, errlen) < 0)
         return -EINVAL;
-    /* twice the CPUs, at least 4: a job waiting on the loop in job_write holds its thread, and
-     * heavy reads must still find one (the threads are niced below the loop) */
+    /* Requests: twice the CPUs, at least 4, so heavy reads still find a thread while others
+     * run (the threads are niced below the loop). Background work (jobs, re-evaluations) has
+     * its own threads, niced below those: a rollup of a busy day or a training run takes
+     * seconds, and neither a thread nor a request worker's share of the CPU goes to it while
+     * requests want them; a job waiting on the loop in job_write holds only its own thread. */
     int ncpu = (int)uv_available_parallelism();
     int workers = cfg->workers ? cfg->workers : (ncpu * 2 > 4 ? ncpu * 2 : 4);
-    pool_new(app->loop, workers, 1024, app->db_path, &app->pool);
+    int bg = cfg->job_workers ? cfg->job_workers : (ncpu > 2 ? ncpu : 2);
+    pool_new(app->loop, workers, 1024, POOL_NICE_REQUESTS, app->db_path, &app->pool);
+    pool_new(app->loop, bg, 1024, POOL_NICE_BACKGROUND, app->db_path, &app->bg_pool);
     pool_prefer_loop_thread();
-    jobs_new(app->loop, app->db, app->pool, job_kinds, job_kinds_count, &app->jobs);
+    jobs_new(app->loop, app->db, app->bg_pool, job_kinds, job_kinds_count, &app->jobs);
     jobs_set_tenant_cap(app->jobs, app->cfg->max_jobs_per_tenant);
     jobs_on_finish(app->jobs, jobs_finished, app);
     jobs_on_commit(app->jobs, jobs_committed, app);
@@ -331,6 +338,7 @@ static void serve_close(struct serve_state *st)
     app->server = server_free(app->server);
     app->jobs = jobs_free(app->jobs);
     app->pool = pool_free(app->pool);
+    app->bg_pool = pool_free(app->bg_pool);
     app->router = router_free(app->router);
     app->db = db_close(app->db);
     st->tls = tls_ctx_free(st->tls);
@@ -365,7 +373,9 @@ static int cmd_serve(struct config *cfg)
         }
         if (app->pool) {
             jobs_stop_writes(app->jobs);
+            pool_stop(app->bg_pool);
             pool_stop(app->pool);
+            pool_close_handles(app->bg_pool);
             pool_close_handles(app->pool);
             jobs_close_handles(app->jobs);
         }

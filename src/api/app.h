@@ -13,7 +13,8 @@ struct app {
     struct config *cfg;
     char *db_path;
     struct db *db;
-    struct pool *pool;
+    struct pool *pool;          /* requests: handlers and their hops */
+    struct pool *bg_pool;       /* jobs and alert/dashboard evaluations, niced below `pool` */
     struct jobs *jobs;
     struct router *router;
     struct server *server;

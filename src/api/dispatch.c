@@ -30,6 +30,7 @@ struct pool_call {
     const struct route *route;
     int result;
     int fault;                  /* storage fault met before or in the pool half (db_fault_get) */
+    bool stale;                 /* waited past --shed-wait-ms for a worker: not run, shed */
 };
 
 /* A response computed on the writer while the tick's transaction was open stands on that
@@ -500,9 +501,23 @@ static void tick_waits_settle(struct app *app)
     app->tick_waits = NULL;
 }
 
+/* A request that waited past --shed-wait-ms for a worker is not run: its client has waited
+ * most of a typical timeout already, and the work would delay every request queued behind it
+ * to answer one that may be gone. Sheds at submit (step_shed) stop the queue growing; this
+ * empties one that grew before they began, as under a sudden 3x. */
+static bool pool_call_stale(const struct pool_call *pc)
+{
+    int ms = pc->h->app->cfg->shed_wait_ms;
+    uint64_t now = clock_mono_ns();
+    return ms > 0 && now > pc->task.queued_ns &&
+           now - pc->task.queued_ns > (uint64_t)ms * 1000000u;
+}
+
 static void pool_call_work(struct pool_task *t, struct pool_worker *w)
 {
     struct pool_call *pc = (struct pool_call *)t;
+    if ((pc->stale = pool_call_stale(pc)))
+        return;
     pc->h->db = w->db;
     db_fault_clear();
     if (w->db == NULL)
@@ -523,7 +538,9 @@ static void pool_call_done(struct pool_task *t, int status)
     struct pool_call *pc = (struct pool_call *)t;
     struct hctx *h = pc->h;
     int r = status < 0 ? TS_E_UNAVAILABLE : pc->result;
-    if (status == 0 && pc->fault < 0) {
+    if (status == 0 && pc->stale) {
+        r = shed(h, "server is overloaded; retry shortly");
+    } else if (status == 0 && pc->fault < 0) {
         h->err_message = NULL;
         h->err_field = NULL;
         r = pc->fault;

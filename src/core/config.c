@@ -22,7 +22,10 @@ const struct config_opt config_opts[] = {
     OPT("cors-origin", CFG_LIST, cors_origins, 0, 0, NULL, NULL, CMD_SERVE,
         "allowed CORS origin (repeatable; * for any)"),
     OPT("workers", CFG_INT, workers, 0, 64, "0", NULL, CMD_SERVE,
-        "worker pool threads (0: one per CPU)"),
+        "request worker threads (0: twice the CPUs, at least 4)"),
+    OPT("job-workers", CFG_INT, job_workers, 0, 64, "0", NULL, CMD_SERVE,
+        "background threads for jobs and alert/dashboard evaluations, below the request "
+        "workers' priority (0: one per CPU, at least 2)"),
     OPT("durability", CFG_ENUM, durability, 0, 0, "normal", "normal|full", CMD_SERVE,
         "normal: survives a crash; full: also survives power loss"),
     OPT("log-format", CFG_ENUM, log_format, 0, 0, "json", "json|text", CMD_ALL, "log line format"),
@@ -35,6 +38,9 @@ const struct config_opt config_opts[] = {
     OPT("shed-queue-ms", CFG_INT, shed_queue_ms, 0, 3600000, "1000", NULL, CMD_SERVE,
         "pool routes get 503 while the oldest request waiting for a worker has waited this long "
         "(0: only --max-inflight)"),
+    OPT("shed-wait-ms", CFG_INT, shed_wait_ms, 0, 3600000, "5000", NULL, CMD_SERVE,
+        "a request that waited this long for a worker gets 503 when its turn comes, unrun "
+        "(0: never)"),
     OPT("max-body-kb", CFG_INT, max_body_kb, 1, 1048576, "1024", NULL, CMD_SERVE,
         "largest request body (KiB) on ordinary routes"),
     OPT("max-upload-mb", CFG_INT, max_upload_mb, 1, 4096, "25", NULL, CMD_SERVE,

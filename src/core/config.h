@@ -36,6 +36,8 @@ struct config {
     int sla_check_ms;        /* desk SLA breach timer period */
     int max_inflight;        /* requests handled at once before new ones get 503 */
     int shed_queue_ms;       /* pool routes shed while the pool's queue head waited this long */
+    int shed_wait_ms;        /* a request that waited this long for a worker is shed unrun */
+    int job_workers;         /* threads of the background pool (0: CPUs, at least 2) */
     int recs_quota_starter, recs_quota_pro, recs_quota_enterprise; /* monthly api calls, 0 = unlimited */
     int recs_ann_min_items;  /* items from which a model gets an IVF index (0: never) */
     int recs_ann_probe_pct;  /* % of the index's lists a search scans */

@@ -32,7 +32,7 @@ struct pool {
     struct pool_task *dhead, *dtail;       /* done, for the loop */
     int queued, queue_max, running;
     bool stopping;
-    int nthreads;
+    int nthreads, nice;
     pthread_t *threads;
     struct pool_worker *workers;
     struct pool_stats stats;
@@ -66,11 +66,11 @@ struct worker_arg {
 
 /* Workers yield the CPU to the loop thread: a burst of argon2id or an aggregation must not
  * raise the latency of the point reads the loop serves (Linux applies nice per thread). */
-static void worker_deprioritise(void)
+static void worker_deprioritise(int nice)
 {
     struct sched_param sp = {0};
     pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
-    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) < 0)
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice) < 0)
         log_msg(LOG_DEBUG, "worker: cannot lower priority");
 }
 
@@ -103,8 +103,8 @@ static void *worker_loop(void *arg)
 {
     struct worker_arg wa = *(struct worker_arg *)arg;
     free(arg);
-    worker_deprioritise();
     struct pool *p = wa.p;
+    worker_deprioritise(p->nice);
     pthread_mutex_lock(&p->mu);
     for (;;) {
         while (p->qhead == NULL && !p->stopping)
@@ -158,7 +158,7 @@ static void poll_cb(uv_poll_t *h, int status, int events)
     pool_drain_done(p);
 }
 
-int pool_new(uv_loop_t *loop, int nthreads, int queue_max, const char *db_path,
+int pool_new(uv_loop_t *loop, int nthreads, int queue_max, int nice, const char *db_path,
              struct pool **ret)
 {
     struct pool *p = calloc(1, sizeof(*p));
@@ -167,6 +167,7 @@ int pool_new(uv_loop_t *loop, int nthreads, int queue_max, const char *db_path,
     p->loop = loop;
     p->queue_max = queue_max;
     p->nthreads = nthreads;
+    p->nice = nice;
     p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p->efd < 0 || uv_poll_init(loop, &p->poll, p->efd) < 0) {
         int e = p->efd < 0 ? errno : EMFILE;

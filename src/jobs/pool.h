@@ -30,11 +30,15 @@ struct pool_stats {
     int queued, running;
 };
 
-/* db_path may be NULL (no connections, for tests). */
+#define POOL_NICE_REQUESTS 10    /* request workers: below the loop */
+#define POOL_NICE_BACKGROUND 19  /* jobs and re-evaluations: below the request workers */
+
 /* Called on the loop thread: ask the scheduler to let it preempt the pool's workers at once. */
 void pool_prefer_loop_thread(void);
 
-int pool_new(uv_loop_t *loop, int nthreads, int queue_max, const char *db_path,
+/* nice: the workers' niceness (SCHED_BATCH, 0..19; the loop stays at 0). db_path may be NULL
+ * (no connections, for tests). */
+int pool_new(uv_loop_t *loop, int nthreads, int queue_max, int nice, const char *db_path,
              struct pool **ret);
 /* 0, -EAGAIN when the queue is full, -ESHUTDOWN after pool_stop. Never calls done on error. */
 int pool_submit(struct pool *p, struct pool_task *t);

@@ -426,12 +426,12 @@ def test_desk_export_range(w):
 # ---------------------------------------------------------------- jobs per tenant
 
 def test_jobs_per_tenant(tmp_path):
-    """One worker, held by a long training run: every job submitted after it waits in the
+    """One job worker, held by a long training run: every job submitted after it waits in the
     queue, so the tenant's queued + running count is exactly what the test submitted."""
     data = str(tmp_path)
     tenant(data, "Jobs", "jobs.example")
     user(data, "jobs.example", "admin@jobs.example", "admin")
-    s = Server("--workers", "1", "--max-jobs-per-tenant", str(JOBS_CAP), *RATES, data=data)
+    s = Server("--job-workers", "1", "--max-jobs-per-tenant", str(JOBS_CAP), *RATES, data=data)
     api = Api(s)
     try:
         tok = bearer(login(api, "admin@jobs.example")["access_token"])

@@ -397,7 +397,7 @@ static void tenant_kick(struct tstate *t)
     task->now = clock_now_ms();
     task->task.work = task_work;
     task->task.done = task_done;
-    if (pool_submit(st.app->pool, &task->task) < 0) {
+    if (pool_submit(st.app->bg_pool, &task->task) < 0) {
         free(task);
         debounce_arm(RETRY_MS);
         return;

@@ -650,7 +650,7 @@ static void channel_kick(struct channel *c)
     e->definition = c->want_definition;
     e->task.work = eval_work;
     e->task.done = eval_done;
-    if (pool_submit(st.app->pool, &e->task) < 0) {
+    if (pool_submit(st.app->bg_pool, &e->task) < 0) {
         arena_free(a);
         timer_arm(RETRY_MS); /* the pool is full: try again shortly */
         return;

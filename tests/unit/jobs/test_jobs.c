@@ -147,7 +147,7 @@ static void test_run_and_fail(uv_loop_t *loop)
     char err[256], a[UUID_STR_LEN], b[UUID_STR_LEN], c[UUID_STR_LEN], v[256];
     CHECK_INT(db_open(path, false, 250, &db, err, sizeof(err)), 0);
     struct pool *pool;
-    CHECK_INT(pool_new(loop, 2, 8, path, &pool), 0);
+    CHECK_INT(pool_new(loop, 2, 8, 10, path, &pool), 0);
     struct jobs *j;
     jobs_new(NULL, db, pool, kinds, 3, &j);
     jobs_on_finish(j, on_finish, NULL);
@@ -199,7 +199,7 @@ static void test_recovery(uv_loop_t *loop)
     /* its last run stored work for good: not failed for its run count, resumed */
     CHECK_INT(job_attempts_reset(db, "progressed"), 0);
     struct pool *pool;
-    pool_new(loop, 2, 8, path, &pool);
+    pool_new(loop, 2, 8, 10, path, &pool);
     struct jobs *j;
     jobs_new(NULL, db, pool, kinds, 3, &j);
     jobs_on_finish(j, on_finish, NULL);
@@ -253,7 +253,7 @@ static void noop_done(struct pool_task *t, int status)
 static void test_bounded_queue(uv_loop_t *loop)
 {
     struct pool *pool;
-    pool_new(loop, 1, 2, NULL, &pool);
+    pool_new(loop, 1, 2, 10, NULL, &pool);
     struct pool_task t[6];
     int accepted = 0, refused = 0;
     for (int i = 0; i < 6; i++) {
@@ -296,7 +296,7 @@ static void test_job_write(uv_loop_t *loop)
     sqlite3 *h = db_handle(db);
     CHECK_INT(sqlite3_exec(h, "CREATE TABLE jw(x INTEGER)", NULL, NULL, NULL), SQLITE_OK);
     struct pool *pool;
-    pool_new(loop, 2, 8, path, &pool);
+    pool_new(loop, 2, 8, 10, path, &pool);
     struct jobs *j;
     jobs_new(loop, db, pool, kinds, NKINDS, &j);
     jobs_on_finish(j, on_finish, NULL);
@@ -321,7 +321,7 @@ static void test_rescue_backlog(uv_loop_t *loop)
     CHECK_INT(db_open(own, false, 250, &db, err, sizeof(err)), 0);
     sqlite3 *h = db_handle(db);
     struct pool *pool;
-    pool_new(loop, 1, 3, own, &pool);
+    pool_new(loop, 1, 3, 10, own, &pool);
     struct jobs *j;
     jobs_new(loop, db, pool, kinds, NKINDS, &j);
     jobs_on_finish(j, on_finish, NULL);
