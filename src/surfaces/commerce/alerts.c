@@ -149,7 +149,6 @@ static struct {
     bool started;
     struct app *app;
     uv_timer_t debounce, period;
-    bool debounce_armed;
     struct tstate *tenants;
 } st;
 
@@ -172,10 +171,8 @@ static void debounce_cb(uv_timer_t *t);
 /* Fires in ms, or sooner if it is armed for sooner. */
 static void debounce_arm(uint64_t ms)
 {
-    if (!st.started || (st.debounce_armed && uv_timer_get_due_in(&st.debounce) <= ms))
-        return;
-    st.debounce_armed = true;
-    uv_timer_start(&st.debounce, debounce_cb, ms, 0);
+    if (st.started)
+        cm_timer_arm_sooner(&st.debounce, debounce_cb, ms);
 }
 
 /* The tenant's rules are evaluated shortly (after this tick's records commit). */
@@ -373,7 +370,7 @@ static void task_done(struct pool_task *pt, int status)
     }
     t->t->busy = false;
     t->t->not_before_ns = cm_pace_until_ns(t->started_ns, t->ended_ns);
-    if (t->t->marked && !st.debounce_armed)
+    if (t->t->marked && !uv_is_active((uv_handle_t *)&st.debounce))
         tenant_kick(t->t);
     free(t);
 }
@@ -409,7 +406,6 @@ static void tenant_kick(struct tstate *t)
 static void debounce_cb(uv_timer_t *timer)
 {
     (void)timer;
-    st.debounce_armed = false;
     if (!st.started || st.app->draining)
         return;
     for (struct tstate *t = st.tenants; t; t = t->next)

@@ -4,6 +4,7 @@
 #define TS_COMMERCE_COMMON_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "api/route.h"
 #include "core/json.h"
@@ -69,6 +70,13 @@ void cm_alerts_on_ingest(struct app *app, const char *tenant_id);       /* alert
 static inline uint64_t cm_pace_until_ns(uint64_t start_ns, uint64_t end_ns)
 {
     return end_ns + (end_ns - start_ns) * CM_PACE_FACTOR;
+}
+
+/* Starts a one-shot timer to fire in ms, or leaves it if it already fires sooner. */
+static inline void cm_timer_arm_sooner(uv_timer_t *t, uv_timer_cb cb, uint64_t ms)
+{
+    if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > ms)
+        uv_timer_start(t, cb, ms, 0);
 }
 
 /* Timers and background work, started by commerce_timers_start once serving and stopped on

@@ -325,7 +325,6 @@ static struct {
     bool started;
     struct app *app;
     uv_timer_t timer;
-    bool timer_armed;
     struct channel *channels;
     int nchannels, nsessions;
 } st;
@@ -510,10 +509,8 @@ static void timer_cb(uv_timer_t *t);
 /* Fires in ms, or sooner if it is armed for sooner. */
 static void timer_arm(uint64_t ms)
 {
-    if (!st.started || (st.timer_armed && uv_timer_get_due_in(&st.timer) <= ms))
-        return;
-    st.timer_armed = true;
-    uv_timer_start(&st.timer, timer_cb, ms, 0);
+    if (st.started)
+        cm_timer_arm_sooner(&st.timer, timer_cb, ms);
 }
 
 static void eval_work(struct pool_task *t, struct pool_worker *w)
@@ -668,7 +665,6 @@ static void channel_kick(struct channel *c)
 static void timer_cb(uv_timer_t *t)
 {
     (void)t;
-    st.timer_armed = false;
     if (!st.started || st.app->draining)
         return;
     for (struct tgen *g = tgens; g; g = g->next) {
@@ -1315,7 +1311,6 @@ void cm_dashboards_stop(void)
     st.started = false;
     uv_timer_stop(&st.timer);
     uv_close((uv_handle_t *)&st.timer, NULL);
-    st.timer_armed = false;
     while (st.channels)
         channel_free(st.channels);
     cache_clear();
