@@ -363,6 +363,469 @@ int vec_topk_batch(const float *M, int n, int d, const float *Q, int nq, int k,
     return 0;
 }
 
+/* ---------- exact top-k through an int8 pre-scan ---------- */
+
+/* Each row i is kept as int8 codes c with x ≈ s_i c (s_i = max|x_i| / 127), the query as
+ * v with u ≈ t v (t = max|u| / 127). The integer dot a_i = t s_i (v · c_i) is computed for
+ * every row, in a quarter of the float matrix's bytes and with integer multiply-adds. Since
+ * x = s_i c + e with |e| <= s_i / 2 and u = t v + f with |f| <= t / 2,
+ *     |u · x - a_i| <= (s_i / 2) t sum|v| + (t / 2) ||x_i||_1,
+ * and the float kernels' own rounding adds at most d 2^-23 max|u| ||x_i||_1. So [a_i - b_i,
+ * a_i + b_i] holds the score vec_topk computes for row i. theta, the k-th largest lower bound
+ * of the rows not skipped, is at most the k-th best score; every row of vec_topk's answer has
+ * an upper bound >= theta. Those rows (the candidates: usually k and a few) are rescored with
+ * the float kernel vec_topk uses for that row, so the answer is the same to the bit. */
+#define Q8_PAD 32                /* codes per row rounded up to this: one 256-bit load */
+#define Q8_SLACK 1e-6f           /* relative slack for the float arithmetic of the bounds */
+
+struct vec_q8 {
+    int n, d, dpad;
+    int8_t *codes;               /* n x dpad, zero-padded */
+    float *scale;                /* s_i; NaN when the row is not finite (always rescored) */
+    float *l1;                   /* ||x_i||_1, rounded up */
+    int32_t *csum;               /* sum of c_i: the u8 offset's correction */
+};
+
+static _Atomic int q8_kernel_cap = VEC_Q8_VNNI; /* the best vec_q8_kernel_set allows */
+
+static bool cpu_has_vnni(void)
+{
+#if VEC_HAVE_X86
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
+#else
+    return false;
+#endif
+}
+
+/* The integer kernel follows the float one (portable with portable), capped for tests. */
+static enum vec_q8_kernel q8_kernel(void)
+{
+    int cap = atomic_load_explicit(&q8_kernel_cap, memory_order_relaxed);
+    if (vec_kernel_get() != VEC_KERNEL_AVX2 || cap == VEC_Q8_PORTABLE)
+        return VEC_Q8_PORTABLE;
+    return cap == VEC_Q8_VNNI && cpu_has_vnni() ? VEC_Q8_VNNI : VEC_Q8_AVX2;
+}
+
+enum vec_q8_kernel vec_q8_kernel_set(enum vec_q8_kernel k)
+{
+    atomic_store_explicit(&q8_kernel_cap, (int)k, memory_order_relaxed);
+    return q8_kernel();
+}
+
+/* v · c_r for rows of codes; v holds dpad signed codes (pads zero). */
+static void q8_dots_portable(const struct vec_q8 *z, int base, int rows, const int8_t *v,
+                             int32_t *out)
+{
+    for (int r = 0; r < rows; r++) {
+        const int8_t *c = z->codes + (size_t)(base + r) * (size_t)z->dpad;
+        int32_t s = 0;
+        for (int i = 0; i < z->d; i++)
+            s += (int32_t)v[i] * c[i];
+        out[r] = s;
+    }
+}
+
+#if VEC_HAVE_X86
+/* maddubs multiplies unsigned by signed bytes: |v| times c carrying v's sign, so each 16-bit
+ * pair sum is at most 2 * 127 * 127 and cannot saturate. */
+__attribute__((target("avx2"))) static void q8_dots_avx2(const struct vec_q8 *z, int base,
+                                                         int rows, const int8_t *v,
+                                                         int32_t *out)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < rows; r++) {
+        const int8_t *c = z->codes + (size_t)(base + r) * (size_t)z->dpad;
+        __m256i acc = _mm256_setzero_si256();
+        for (int i = 0; i < z->dpad; i += 32) {
+            __m256i vv = _mm256_loadu_si256((const __m256i *)(v + i));
+            __m256i cc = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(c + i)), vv);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(
+                                                              _mm256_abs_epi8(vv), cc), ones));
+        }
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        s = _mm_hadd_epi32(s, s);
+        s = _mm_hadd_epi32(s, s);
+        out[r] = _mm_cvtsi128_si32(s);
+    }
+}
+
+/* vpdpbusd multiplies unsigned by signed bytes: u = v + 128, and 128 sum(c) taken back. On
+ * 256-bit registers, eight rows at a time: the eight sums are reduced together (three rounds
+ * of hadd and one cross-lane add), which costs less than the multiply-adds. */
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni"))) static void
+q8_dots_vnni(const struct vec_q8 *z, int base, int rows, const int8_t *v, int32_t *out)
+{
+    uint8_t u[VEC_Q8_MAX_DIM];
+    for (int i = 0; i < z->dpad; i++)
+        u[i] = (uint8_t)(v[i] + 128);
+    size_t dp = (size_t)z->dpad;
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        const int8_t *c = z->codes + (size_t)(base + r) * dp;
+        __m256i a[8];
+        for (int j = 0; j < 8; j++)
+            a[j] = _mm256_setzero_si256();
+        for (size_t i = 0; i < dp; i += 32) {
+            __m256i uu = _mm256_loadu_si256((const __m256i *)(u + i));
+            for (int j = 0; j < 8; j++)
+                a[j] = _mm256_dpbusd_epi32(a[j], uu,
+                                           _mm256_loadu_si256((const __m256i *)(c + j * dp + i)));
+        }
+        __m256i h01 = _mm256_hadd_epi32(a[0], a[1]), h23 = _mm256_hadd_epi32(a[2], a[3]);
+        __m256i h45 = _mm256_hadd_epi32(a[4], a[5]), h67 = _mm256_hadd_epi32(a[6], a[7]);
+        __m256i h0123 = _mm256_hadd_epi32(h01, h23), h4567 = _mm256_hadd_epi32(h45, h67);
+        /* lanes: [r0..r3 low halves | r0..r3 high halves], the same for r4..r7 */
+        __m256i lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
+        __m256i hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
+        __m256i sum = _mm256_add_epi32(lo, hi);
+        __m256i corr = _mm256_slli_epi32(
+            _mm256_loadu_si256((const __m256i *)(z->csum + base + r)), 7);
+        _mm256_storeu_si256((__m256i *)(out + r), _mm256_sub_epi32(sum, corr));
+    }
+    for (; r < rows; r++) {
+        const int8_t *c = z->codes + (size_t)(base + r) * dp;
+        __m256i acc = _mm256_setzero_si256();
+        for (size_t i = 0; i < dp; i += 32)
+            acc = _mm256_dpbusd_epi32(acc, _mm256_loadu_si256((const __m256i *)(u + i)),
+                                      _mm256_loadu_si256((const __m256i *)(c + i)));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        s4 = _mm_hadd_epi32(s4, s4);
+        s4 = _mm_hadd_epi32(s4, s4);
+        out[r] = _mm_cvtsi128_si32(s4) - 128 * z->csum[base + r];
+    }
+}
+#endif
+
+static void q8_dots(enum vec_q8_kernel k, const struct vec_q8 *z, int base, int rows,
+                    const int8_t *v, int32_t *out)
+{
+#if VEC_HAVE_X86
+    if (k == VEC_Q8_VNNI) {
+        q8_dots_vnni(z, base, rows, v, out);
+        return;
+    }
+    if (k == VEC_Q8_AVX2) {
+        q8_dots_avx2(z, base, rows, v, out);
+        return;
+    }
+#endif
+    (void)k;
+    q8_dots_portable(z, base, rows, v, out);
+}
+
+/* Row r's score exactly as vec_topk computes it: the four-row kernel for rows in a group of
+ * four (every row but the last n % 4 when d is a multiple of 8), else the one-row kernel. */
+static float row_score(const float *M, int n, int d, const float *q, int r)
+{
+#if VEC_HAVE_X86
+    if (vec_kernel_get() == VEC_KERNEL_AVX2) {
+        if (d % 8 == 0 && d > 0 && r < n - n % 4) {
+            float o[4];
+            int g = r & ~3;
+            dots4_avx2(M + (size_t)g * (size_t)d, d, q, o);
+            return o[r - g];
+        }
+        return dot_avx2(M + (size_t)r * (size_t)d, q, d);
+    }
+#endif
+    (void)n;
+    return dot_portable(M + (size_t)r * (size_t)d, q, d);
+}
+
+struct vec_q8 *vec_q8_build(const float *M, int n, int d)
+{
+    if (n < 0 || d <= 0 || d > VEC_Q8_MAX_DIM)
+        return NULL;
+    struct vec_q8 *z = calloc(1, sizeof *z);
+    if (z == NULL)
+        return NULL;
+    z->n = n;
+    z->d = d;
+    z->dpad = (d + Q8_PAD - 1) / Q8_PAD * Q8_PAD;
+    size_t rows = n > 0 ? (size_t)n : 1;
+    z->codes = aligned_alloc(Q8_PAD, rows * (size_t)z->dpad);
+    z->scale = malloc(sizeof *z->scale * rows);
+    z->l1 = malloc(sizeof *z->l1 * rows);
+    z->csum = malloc(sizeof *z->csum * rows);
+    if (!z->codes || !z->scale || !z->l1 || !z->csum)
+        return vec_q8_free(z);
+    memset(z->codes, 0, rows * (size_t)z->dpad);
+    for (int r = 0; r < n; r++) {
+        const float *x = M + (size_t)r * (size_t)d;
+        int8_t *c = z->codes + (size_t)r * (size_t)z->dpad;
+        double mx = 0, l1 = 0;
+        bool finite = true;
+        for (int i = 0; i < d; i++) {
+            finite = finite && isfinite(x[i]);
+            mx = fmax(mx, fabs((double)x[i]));
+            l1 += fabs((double)x[i]);
+        }
+        int32_t sum = 0;
+        float scale = (float)(mx / 127.0); /* codes from the stored scale: |x - s c| <= s / 2 */
+        if (finite && scale > 0) {
+            for (int i = 0; i < d; i++) {
+                c[i] = (int8_t)lrint(fmin(127.0, fmax(-127.0, (double)x[i] / scale)));
+                sum += c[i];
+            }
+        }
+        z->scale[r] = finite ? scale : NAN;
+        z->l1[r] = (float)l1 * (1 + Q8_SLACK);
+        z->csum[r] = sum;
+    }
+    return z;
+}
+
+struct vec_q8 *vec_q8_free(struct vec_q8 *z)
+{
+    if (z) {
+        free(z->codes);
+        free(z->scale);
+        free(z->l1);
+        free(z->csum);
+        free(z);
+    }
+    return NULL;
+}
+
+size_t vec_q8_bytes(const struct vec_q8 *z)
+{
+    return z ? (size_t)z->n * ((size_t)z->dpad + 12) : 0;
+}
+
+/* Rows whose upper bound reached the running theta when scanned: a superset of the final
+ * candidates (theta only rises). */
+struct q8_cands {
+    int len, cap;
+    struct vec_cand *c;          /* score: the row's upper bound */
+    struct vec_cand inline_c[1024];
+};
+
+static bool cands_push(struct q8_cands *c, float hi, int32_t row)
+{
+    if (c->len == c->cap) {
+        int cap = c->cap * 2;
+        struct vec_cand *nc = malloc(sizeof *nc * (size_t)cap);
+        if (nc == NULL)
+            return false;
+        memcpy(nc, c->c, sizeof *nc * (size_t)c->len);
+        if (c->c != c->inline_c)
+            free(c->c);
+        c->c = nc;
+        c->cap = cap;
+    }
+    c->c[c->len++] = (struct vec_cand){hi, row};
+    return true;
+}
+
+/* One query's pass through the codes: its int8 form and bound terms, the heap of the k best
+ * lower bounds (theta is its least once full) and the candidates. Large: on the heap. */
+struct q8_query {
+    const float *q;
+    int k;
+    bool (*skip)(void *, int);
+    void *arg;
+    bool exact;                  /* the float scan answers it (see q8_query_init) */
+    bool ok;                     /* no allocation failed */
+    int8_t v[VEC_Q8_MAX_DIM];
+    float tf, half_tv, half_t_round;
+    float theta;
+    int llen;
+    struct vec_cand lheap[VEC_MAX_K];
+    struct q8_cands c;
+};
+
+/* false: the pre-scan would not pay or cannot bound this query (k above a quarter of the
+ * rows or not positive, a zero or non-finite query): the float scan answers it. */
+static bool q8_query_init(struct q8_query *w, const struct vec_q8 *z, const float *q, int k,
+                          bool (*skip)(void *, int), void *arg)
+{
+    int d = z->d;
+    *w = (struct q8_query){.q = q, .k = k, .skip = skip, .arg = arg, .ok = true,
+                           .theta = -INFINITY, .c = {.cap = 1024}};
+    w->c.c = w->c.inline_c;
+    double qmax = 0;
+    for (int i = 0; i < d; i++)
+        qmax = isfinite(q[i]) ? fmax(qmax, fabs((double)q[i])) : INFINITY;
+    w->tf = (float)(qmax / 127.0); /* |q - t v| <= t / 2 with the t the bounds use */
+    if (!(w->tf > 0) || !isfinite(qmax) || k <= 0 || k > z->n / 4)
+        return !(w->exact = true);
+    int64_t vabs = 0;
+    for (int i = 0; i < d; i++) {
+        w->v[i] = (int8_t)lrint(fmin(127.0, fmax(-127.0, (double)q[i] / w->tf)));
+        vabs += w->v[i] < 0 ? -w->v[i] : w->v[i];
+    }
+    w->half_tv = (float)((double)w->tf * (double)vabs / 2);
+    w->half_t_round = w->tf / 2 + (float)(d * qmax * 0x1p-23);
+    return true;
+}
+
+/* lo/hi of a block's rows from their integer dots; false when no row can reach theta (every
+ * hi below it, none NaN). The same arithmetic in both versions, so the same bounds. */
+static bool q8_bounds_portable(const struct q8_query *w, const float *scale, const float *l1,
+                               const int32_t *dots_i, int rows, float *lo, float *hi)
+{
+    bool reach = false;
+    for (int j = 0; j < rows; j++) {
+        float a = w->tf * scale[j] * (float)dots_i[j];
+        float b = scale[j] * w->half_tv + w->half_t_round * l1[j];
+        b += (fabsf(a) + b) * Q8_SLACK;
+        lo[j] = a - b;
+        hi[j] = a + b;
+        reach |= !(hi[j] < w->theta);
+    }
+    return reach;
+}
+
+#if VEC_HAVE_X86
+/* No FMA here: a fused multiply-add would round differently from the portable version. */
+__attribute__((target("avx2"))) static bool q8_bounds_avx2(const struct q8_query *w,
+                                                          const float *scale, const float *l1,
+                                                          const int32_t *dots_i, int rows,
+                                                          float *lo, float *hi)
+{
+    const __m256 tf = _mm256_set1_ps(w->tf), htv = _mm256_set1_ps(w->half_tv);
+    const __m256 htr = _mm256_set1_ps(w->half_t_round), slack = _mm256_set1_ps(Q8_SLACK);
+    const __m256 theta = _mm256_set1_ps(w->theta);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 reach = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 8 <= rows; j += 8) {
+        __m256 s = _mm256_loadu_ps(scale + j);
+        __m256 dot = _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)(dots_i + j)));
+        __m256 a = _mm256_mul_ps(_mm256_mul_ps(tf, s), dot);
+        __m256 b = _mm256_add_ps(_mm256_mul_ps(s, htv), _mm256_mul_ps(htr, _mm256_loadu_ps(l1 + j)));
+        b = _mm256_add_ps(b, _mm256_mul_ps(_mm256_add_ps(_mm256_and_ps(a, absmask), b), slack));
+        __m256 h = _mm256_add_ps(a, b);
+        _mm256_storeu_ps(lo + j, _mm256_sub_ps(a, b));
+        _mm256_storeu_ps(hi + j, h);
+        reach = _mm256_or_ps(reach, _mm256_cmp_ps(h, theta, _CMP_NLT_UQ)); /* !(h < theta) */
+    }
+    bool r = _mm256_movemask_ps(reach) != 0;
+    if (j < rows)
+        r |= q8_bounds_portable(w, scale + j, l1 + j, dots_i + j, rows - j, lo + j, hi + j);
+    return r;
+}
+#endif
+
+static bool q8_bounds(const struct q8_query *w, const float *scale, const float *l1,
+                      const int32_t *dots_i, int rows, float *lo, float *hi)
+{
+#if VEC_HAVE_X86
+    if (vec_kernel_get() == VEC_KERNEL_AVX2)
+        return q8_bounds_avx2(w, scale, l1, dots_i, rows, lo, hi);
+#endif
+    return q8_bounds_portable(w, scale, l1, dots_i, rows, lo, hi);
+}
+
+/* Bounds the rows of one block from their integer dots: rows that may be in the answer become
+ * candidates, lower bounds of rows not skipped feed theta. The bounds are computed for the
+ * whole block first (a loop the compiler vectorises), and a block whose best upper bound is
+ * below theta, as most are once theta has settled, costs nothing more. */
+static void q8_query_block(struct q8_query *w, const struct vec_q8 *z, int base, int rows,
+                           const int32_t *dots_i)
+{
+    float lo[VEC_BLOCK], hi[VEC_BLOCK];
+    /* a row that is not finite has a NaN scale, so NaN bounds: never below theta */
+    if (!q8_bounds(w, z->scale + base, z->l1 + base, dots_i, rows, lo, hi))
+        return;
+    for (int j = 0; j < rows && w->ok; j++) {
+        int r = base + j;
+        float l = lo[j], h = hi[j];
+        if (h < w->theta)
+            continue;
+        if (h != h) /* a row that is not finite: no bound, always rescored */
+            l = -INFINITY, h = INFINITY;
+        if (l > w->theta || w->llen < w->k) {
+            if (w->skip && w->skip(w->arg, r))
+                continue;
+            struct vec_cand cd = {l, r};
+            if (w->llen < w->k) {
+                w->lheap[w->llen] = cd;
+                heap_sift_up(w->lheap, w->llen++);
+            } else if (cand_worse(w->lheap[0], cd)) {
+                w->lheap[0] = cd;
+                heap_sift_down(w->lheap, w->llen, 0);
+            }
+            if (w->llen == w->k)
+                w->theta = w->lheap[0].score;
+        }
+        w->ok = cands_push(&w->c, h, r);
+    }
+}
+
+/* The candidates that reach the final theta, scored in float: the answer. */
+static int q8_query_finish(struct q8_query *w, const struct vec_q8 *z, const float *M,
+                           int *out_rows, float *out_scores)
+{
+    int n = z->n, d = z->d, got;
+    if (w->exact || !w->ok || w->llen < w->k) { /* fewer than k rows pass: all of them */
+        got = vec_topk(M, n, d, w->q, w->k, w->skip, w->arg, out_rows, out_scores);
+    } else {
+        struct vec_cand heap[VEC_MAX_K];
+        struct topk top = {heap, 0, w->k};
+        for (int i = 0; i < w->c.len; i++) {
+            if (w->c.c[i].score < w->theta) /* below the final theta: not in the answer */
+                continue;
+            int32_t r = w->c.c[i].row;
+            float score = row_score(M, n, d, w->q, r);
+            topk_offer(&top, &score, &r, 0, 1, w->skip, w->arg);
+        }
+        got = topk_emit(&top, out_rows, out_scores);
+    }
+    if (w->c.c != w->c.inline_c)
+        free(w->c.c);
+    return got;
+}
+
+int vec_topk_q8_batch(const struct vec_q8 *z, const float *M, const float *const *qv, int nq,
+                      const int *ks, const struct vec_query *qs, int *const *out_rows,
+                      float *const *out_scores, int *out_counts)
+{
+    if (nq <= 0 || nq > VEC_MAX_BATCH)
+        return -1;
+    struct q8_query *w = malloc(sizeof *w * (size_t)nq);
+    if (w == NULL)
+        return -1;
+    int active = 0;
+    for (int i = 0; i < nq; i++) {
+        int k = ks[i] > VEC_MAX_K ? VEC_MAX_K : ks[i];
+        out_counts[i] = 0;
+        if (q8_query_init(&w[i], z, qv[i], k, qs ? qs[i].skip : NULL, qs ? qs[i].arg : NULL))
+            active++;
+    }
+    enum vec_q8_kernel kern = q8_kernel();
+    int32_t dots_i[VEC_BLOCK];
+    /* a block of codes (32 KiB at d = 128) stays in cache while every query bounds it */
+    for (int base = 0; base < z->n && active > 0; base += VEC_BLOCK) {
+        int rows = z->n - base < VEC_BLOCK ? z->n - base : VEC_BLOCK;
+        for (int i = 0; i < nq; i++) {
+            if (w[i].exact || !w[i].ok)
+                continue;
+            q8_dots(kern, z, base, rows, w[i].v, dots_i);
+            q8_query_block(&w[i], z, base, rows, dots_i);
+        }
+    }
+    for (int i = 0; i < nq; i++)
+        out_counts[i] = q8_query_finish(&w[i], z, M, out_rows[i],
+                                        out_scores ? out_scores[i] : NULL);
+    free(w);
+    return 0;
+}
+
+int vec_topk_q8(const struct vec_q8 *z, const float *M, const float *q, int k,
+                bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores)
+{
+    if (k <= 0 || z->n <= 0)
+        return 0;
+    struct vec_query one = {skip, arg};
+    int count = 0;
+    if (vec_topk_q8_batch(z, M, &q, 1, &k, &one, &out_rows, out_scores ? &out_scores : NULL,
+                          &count) < 0)
+        return vec_topk(M, z->n, z->d, q, k, skip, arg, out_rows, out_scores);
+    return count;
+}
+
 /* ---------- storage ---------- */
 
 float *vec_alloc(size_t n, size_t d)

@@ -61,6 +61,34 @@ void vec_acc_scan(struct vec_acc *a, const float *M, int rows, int d, const floa
 /* The kept rows best first into out_rows / out_scores (may be NULL); returns how many. */
 int vec_acc_emit(struct vec_acc *a, int *out_rows, float *out_scores);
 
+/* An int8 copy of a matrix for vec_topk_q8: a quarter of its bytes plus 12 per row. Built
+ * once per matrix (NULL: d out of 1..VEC_Q8_MAX_DIM, or no memory); free with vec_q8_free
+ * (accepts NULL, returns NULL). */
+#define VEC_Q8_MAX_DIM 1024
+struct vec_q8;
+struct vec_q8 *vec_q8_build(const float *M, int n, int d);
+struct vec_q8 *vec_q8_free(struct vec_q8 *z);
+size_t vec_q8_bytes(const struct vec_q8 *z);
+/* Exactly vec_topk(M, n, d, q, ...) for the matrix z was built from (same rows, same scores,
+ * same order), found faster: every row is bounded through its int8 codes, and only the rows
+ * whose bound reaches the k-th best lower bound are scored in float (see vec.c). skip may be
+ * called more than once for a row. */
+int vec_topk_q8(const struct vec_q8 *z, const float *M, const float *q, int k,
+                bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores);
+/* Several queries in one pass over the codes (1..VEC_MAX_BATCH): query i is qv[i] with its own
+ * k ks[i] and skip qs[i] (qs may be NULL); its answer, exactly vec_topk_q8's, goes to
+ * out_rows[i] / out_scores[i] (out_scores may be NULL), its length to out_counts[i]. 0, or -1
+ * (nq out of range, no memory). */
+int vec_topk_q8_batch(const struct vec_q8 *z, const float *M, const float *const *qv, int nq,
+                      const int *ks, const struct vec_query *qs, int *const *out_rows,
+                      float *const *out_scores, int *out_counts);
+
+/* The integer kernel of vec_topk_q8: the best the CPU has (AVX-512 VNNI, else AVX2) when the
+ * float kernel is AVX2, portable when it is portable. Setting a kernel caps the choice at it,
+ * for tests (VEC_Q8_VNNI, the default, caps nothing). Returns the kernel now in use. */
+enum vec_q8_kernel { VEC_Q8_PORTABLE, VEC_Q8_AVX2, VEC_Q8_VNNI };
+enum vec_q8_kernel vec_q8_kernel_set(enum vec_q8_kernel k);
+
 /* A zeroed n x d matrix aligned to VEC_ALIGN (NULL on overflow or out of memory); free with
  * vec_free, which accepts NULL and returns NULL. */
 float *vec_alloc(size_t n, size_t d);

@@ -119,7 +119,9 @@ def world(tmp_path_factory):
     for n in t:
         user(data, f"{n}.example", f"dev@{n}.example", "developer")
     user(data, "acme.example", "viewer@acme.example", "viewer")
-    s = Server("--rate-limit", "recs=1000000/60", data=data)
+    # the exact scan through the int8 pre-scan (the default from 1,024 items) on these small
+    # catalogs: every ranking below is checked against numpy
+    s = Server("--rate-limit", "recs=1000000/60", "--recs-q8-min-items", "1", data=data)
     w = World(data, s, t)
     for n in t:
         w.tok[n] = bearer(login(w.api, f"dev@{n}.example")["access_token"])
@@ -223,6 +225,7 @@ def test_content_model_before_training(world):
     assert all(r["metadata"]["category"] == "audio" for r in got[:PER_CAT - 2])
     want, u, vecs = expected_content(w, "acme", "u-audio")
     same_ranking(got, want)
+    assert "content-pop-0 int8 copy: " in w.server.stderr()
     for r in got:
         v = vecs[r["item_id"]]
         cos = float(u @ v / np.linalg.norm(v))

@@ -146,6 +146,7 @@ static void model_free(struct rs_model *m)
     if (m == NULL)
         return;
     vec_free(m->V);
+    vec_q8_free(m->Vq);
     vec_free(m->U);
     free(m->vnorm);
     free(m->item_ids);
@@ -288,6 +289,10 @@ static int read_users(sqlite3_stmt *st, struct rs_model *m, struct loading *L, i
  * share (%) of its lists. */
 static int ann_min_items, ann_probe_pct = 2; /* both set by rs_init from the config */
 
+/* Catalogs from this many items keep V's int8 copy (rs_init; 0 = never): below about a
+ * thousand a float scan is already short. */
+static int q8_min_items = 1024;
+
 /* The IVF index of a large catalog: about 2 sqrt(n) lists, ann_probe_pct of them probed;
  * seeded by the version, so a version always gets the same index. Without memory for it the
  * model is served by the exact scan. */
@@ -360,9 +365,16 @@ static int model_finish(struct rs_model *m, struct loading *L)
             return -ENOMEM;
     }
     index_build(m);
+    if (m->ivf.n == 0 && q8_min_items > 0 && n >= q8_min_items) {
+        m->Vq = vec_q8_build(m->V, n, m->dim); /* NULL (no memory): the float scan alone */
+        if (m->Vq)
+            log_msg(LOG_INFO, "recs: %s int8 copy: %d items, %.1f MB", m->version, (int)n,
+                    (double)vec_q8_bytes(m->Vq) / 1e6);
+    }
     m->bytes = sizeof *m + ((size_t)n + (size_t)m->nusers) * (size_t)m->dim * sizeof(float) +
                (size_t)n * (sizeof(char *) * 2 + sizeof(int32_t) * 3 + sizeof(int64_t) * 2) +
-               (size_t)m->nusers * sizeof(int32_t) * 3 + strbytes + ivf_bytes(&m->ivf);
+               (size_t)m->nusers * sizeof(int32_t) * 3 + strbytes + ivf_bytes(&m->ivf) +
+               vec_q8_bytes(m->Vq);
     return 0;
 }
 
@@ -1658,6 +1670,36 @@ static int scans_max(void)
     return scan_passes_max;
 }
 
+/* The pass through V's int8 copy (a quarter of V's bytes), each query with its own k: the
+ * same answers as the float pass. Without memory for it, each query scans alone. */
+static void scan_pass_q8(struct rs_model *m, struct rs_scan **batch, int nq)
+{
+    const float *qv[VEC_MAX_BATCH];
+    int ks[VEC_MAX_BATCH], *rows[VEC_MAX_BATCH], counts[VEC_MAX_BATCH];
+    float *scores[VEC_MAX_BATCH];
+    struct vec_query qs[VEC_MAX_BATCH];
+    for (int i = 0; i < nq; i++) {
+        qv[i] = batch[i]->u;
+        ks[i] = batch[i]->k;
+        qs[i] = (struct vec_query){skip_row, batch[i]->skip};
+        rows[i] = batch[i]->rows;
+        scores[i] = batch[i]->scores;
+    }
+    double t0 = mono_msf();
+    if (vec_topk_q8_batch(m->Vq, m->V, qv, nq, ks, qs, rows, scores, counts) == 0) {
+        double ms = mono_msf() - t0;
+        for (int i = 0; i < nq; i++)
+            batch[i]->n = counts[i], batch[i]->ms = ms;
+        return;
+    }
+    for (int i = 0; i < nq; i++) {
+        struct rs_scan *s = batch[i];
+        t0 = mono_msf();
+        s->n = vec_topk_q8(m->Vq, m->V, s->u, s->k, skip_row, s->skip, s->rows, s->scores);
+        s->ms = mono_msf() - t0;
+    }
+}
+
 /* Runs one pass for the waiting requests at the head of the queue (scan_mu held on entry and
  * on return, released meanwhile). A request's top k is the prefix of its top max-k, so one
  * k serves the batch. */
@@ -1676,6 +1718,15 @@ static void scan_pass(struct rs_model *m)
     }
     m->scanning++;
     pthread_mutex_unlock(&m->scan_mu);
+    if (m->Vq) {
+        scan_pass_q8(m, batch, nq);
+        pthread_mutex_lock(&m->scan_mu);
+        for (int i = 0; i < nq; i++)
+            batch[i]->done = true;
+        m->scanning--;
+        pthread_cond_broadcast(&m->scan_cv);
+        return;
+    }
     float *Q = vec_alloc((size_t)nq, (size_t)m->dim);
     struct vec_query qs[VEC_MAX_BATCH];
     int32_t rows[VEC_MAX_BATCH * RS_MAX_COUNT];
@@ -1818,9 +1869,10 @@ int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, stru
 
 /* ---------- lifecycle ---------- */
 
-void rs_init(int ann_min, int probe_pct)
+void rs_init(int ann_min, int probe_pct, int q8_min)
 {
     ann_min_items = ann_min;
+    q8_min_items = q8_min;
     ann_probe_pct = probe_pct;
     vec_kernel_get(); /* choose the kernel once, before workers race to */
     long c = sysconf(_SC_NPROCESSORS_ONLN);

@@ -44,6 +44,7 @@ struct rs_model {
     int dim;
     int32_t n;                    /* items: rows of V */
     float *V;                     /* n x dim, 32-byte aligned */
+    struct vec_q8 *Vq;            /* V's int8 copy for the exact scan's pre-scan, or NULL */
     float *vnorm;                 /* |V[row]| */
     const char **item_ids;
     int32_t *item_cat;            /* index into cats */
@@ -91,7 +92,7 @@ int32_t rs_item_row(const struct rs_model *m, const char *item_id);
 /* ---- lifecycle ---- */
 /* Catalogs from ann_min_items get an IVF index (0: never), searched over probe_pct % of its
  * lists. */
-void rs_init(int ann_min_items, int probe_pct);
+void rs_init(int ann_min_items, int probe_pct, int q8_min_items);
 void rs_shutdown(void);               /* drops every model and user state */
 
 /* The model to serve tenant_id with: version NULL = the tenant's current one as stored (the

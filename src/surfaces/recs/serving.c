@@ -334,7 +334,8 @@ static void ready_kick(void)
 int recs_serving_start(struct app *app)
 {
     S.app = app;
-    rs_init(app->cfg->recs_ann_min_items, app->cfg->recs_ann_probe_pct);
+    rs_init(app->cfg->recs_ann_min_items, app->cfg->recs_ann_probe_pct,
+            app->cfg->recs_q8_min_items);
     metrics_register(app->metrics);
     uv_timer_init(app->loop, &S.ready_timer);
     S.started = true;

@@ -241,6 +241,218 @@ static void test_batch(void)
     vec_free(M);
 }
 
+/* vec_topk_q8 against vec_topk on the same matrix and query: the same count, rows and
+ * scores to the bit. */
+static int q8_compared;
+
+static void check_q8_same(const struct vec_q8 *z, const float *M, int n, int d, const float *q,
+                          int k, bool (*skip)(void *, int), void *arg)
+{
+    int *r1 = malloc(sizeof *r1 * VEC_MAX_K), *r2 = malloc(sizeof *r2 * VEC_MAX_K);
+    float *s1 = malloc(sizeof *s1 * VEC_MAX_K), *s2 = malloc(sizeof *s2 * VEC_MAX_K);
+    int n1 = vec_topk(M, n, d, q, k, skip, arg, r1, s1);
+    int n2 = vec_topk_q8(z, M, q, k, skip, arg, r2, s2);
+    CHECK_INT(n2, n1);
+    int bad = 0;
+    for (int i = 0; i < n1 && i < n2; i++)
+        bad += r1[i] != r2[i] || memcmp(&s1[i], &s2[i], sizeof(float)) != 0;
+    if (bad)
+        fprintf(stderr, "q8: n %d d %d k %d: %d of %d places differ\n", n, d, k, bad, n1);
+    CHECK_INT(bad, 0);
+    q8_compared++;
+    free(r1), free(r2), free(s1), free(s2);
+}
+
+/* Random, clustered (near ties), duplicated (exact ties), scaled and non-finite rows; many
+ * shapes of n, d and k; with and without skips; the zero and a non-finite query. */
+static void test_q8(void)
+{
+    static const int dims[] = {1, 7, 8, 37, 64, 128, 200};
+    static const int sizes[] = {1, 3, 5, 257, 4099};
+    static const int ks[] = {1, 10, 100};
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (size_t ni = 0; ni < sizeof sizes / sizeof sizes[0]; ni++) {
+            int d = dims[di], n = sizes[ni];
+            float *M = vec_alloc((size_t)n, (size_t)d), *q = vec_alloc(1, (size_t)d);
+            for (int r = 0; r < n; r++) {
+                float *x = M + (size_t)r * d;
+                int kind = r % 5;
+                for (int i = 0; i < d; i++)
+                    x[i] = kind == 0 ? frand() : kind == 1 ? 0.5f + 0.001f * frand()
+                           : kind == 2 ? M[(size_t)(r / 2) * d + i] /* a copy of an earlier row */
+                           : kind == 3 ? 1000.0f * frand() : 1e-6f * frand();
+            }
+            if (n > 4)
+                M[(size_t)3 * d] = NAN, M[(size_t)4 * d] = INFINITY;
+            for (int i = 0; i < d; i++)
+                q[i] = frand();
+            struct vec_q8 *z = vec_q8_build(M, n, d);
+            CHECK(z != NULL);
+            CHECK(vec_q8_bytes(z) >= (size_t)n * (size_t)d);
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+                check_q8_same(z, M, n, d, q, ks[ki], NULL, NULL);
+                check_q8_same(z, M, n, d, q, ks[ki], skip_mod3, NULL);
+            }
+            memset(q, 0, sizeof(float) * (size_t)d);
+            check_q8_same(z, M, n, d, q, 10, NULL, NULL);
+            q[0] = NAN;
+            check_q8_same(z, M, n, d, q, 10, NULL, NULL);
+            vec_q8_free(z);
+            vec_free(q);
+            vec_free(M);
+        }
+    /* trained-model shapes: 20,000 clustered rows x 128, many queries, skipping the query's
+     * own cluster as serving skips seen items */
+    enum { N = 20000, D = 128, C = 50 };
+    float *M = vec_alloc(N, D), *cent = vec_alloc(C, D), *q = vec_alloc(1, D);
+    for (size_t i = 0; i < (size_t)C * D; i++)
+        cent[i] = frand();
+    for (int r = 0; r < N; r++)
+        for (int i = 0; i < D; i++)
+            M[(size_t)r * D + i] = cent[(size_t)(r % C) * D + i] + 0.2f * frand();
+    struct vec_q8 *z = vec_q8_build(M, N, D);
+    int skip_rows[64];
+    for (int t = 0; t < 40; t++) {
+        for (int i = 0; i < D; i++)
+            q[i] = cent[(size_t)(t % C) * D + i] + 0.1f * frand();
+        for (int j = 0; j < 63; j++)
+            skip_rows[j] = (t % C) + C * j;
+        skip_rows[63] = -1;
+        check_q8_same(z, M, N, D, q, 10, skip_listed, skip_rows);
+        check_q8_same(z, M, N, D, q, 50, NULL, NULL);
+    }
+    vec_q8_free(z);
+    CHECK(vec_q8_build(M, N, 0) == NULL);
+    CHECK(vec_q8_build(M, 1, VEC_Q8_MAX_DIM + 1) == NULL);
+    CHECK(vec_q8_free(NULL) == NULL);
+    vec_free(q);
+    vec_free(cent);
+    vec_free(M);
+}
+
+/* A batch through the codes: each query gets vec_topk's answer with its own k and skip,
+ * including a zero query and k = 0 beside the others. */
+static void test_q8_batch(void)
+{
+    enum { N = 5000, D = 96, NQ = 9 };
+    float *M = vec_alloc(N, D), *Q = vec_alloc(NQ, D);
+    for (size_t i = 0; i < (size_t)N * D; i++)
+        M[i] = frand();
+    for (size_t i = 0; i < (size_t)NQ * D; i++)
+        Q[i] = i / D == 4 ? 0 : frand();
+    struct vec_q8 *z = vec_q8_build(M, N, D);
+    const float *qv[NQ];
+    int ks[NQ], counts[NQ], *rows[NQ];
+    float *scores[NQ];
+    struct vec_query qs[NQ];
+    for (int i = 0; i < NQ; i++) {
+        qv[i] = Q + (size_t)i * D;
+        ks[i] = i == 7 ? 0 : 1 + i * 13;
+        qs[i] = (struct vec_query){i % 3 == 0 ? NULL : i % 3 == 1 ? skip_mod3 : skip_even, NULL};
+        rows[i] = malloc(sizeof(int) * 200);
+        scores[i] = malloc(sizeof(float) * 200);
+    }
+    CHECK_INT(vec_topk_q8_batch(z, M, qv, NQ, ks, qs, rows, scores, counts), 0);
+    for (int i = 0; i < NQ; i++) {
+        int r1[200];
+        float s1[200];
+        int n1 = vec_topk(M, N, D, qv[i], ks[i], qs[i].skip, NULL, r1, s1);
+        CHECK_INT(counts[i], n1);
+        for (int j = 0; j < n1 && j < counts[i]; j++) {
+            CHECK_INT(rows[i][j], r1[j]);
+            CHECK(memcmp(&scores[i][j], &s1[j], sizeof(float)) == 0);
+        }
+        q8_compared++;
+    }
+    CHECK_INT(vec_topk_q8_batch(z, M, qv, 0, ks, qs, rows, scores, counts), -1);
+    CHECK_INT(vec_topk_q8_batch(z, M, qv, VEC_MAX_BATCH + 1, ks, qs, rows, scores, counts), -1);
+    for (int i = 0; i < NQ; i++)
+        free(rows[i]), free(scores[i]);
+    vec_q8_free(z);
+    vec_free(Q);
+    vec_free(M);
+}
+
+/* Rows built so the int8 pre-scan ranks them the wrong way round by almost the whole error
+ * bound: every code of row "up" is rounded down by 0.499 of a step in the direction of the
+ * query's component, every code of row "down" up by 0.499, half of its codes one step higher.
+ * The int8 scores favour "down" by half of sum|v| steps; the true scores favour "up". Only a
+ * bound at least that wide keeps "up" a candidate (a bound a third as wide, or one without
+ * its row term, returns "down"). Filler rows point away from the query. */
+static void test_q8_adversarial(void)
+{
+    enum { D = 128, FILL = 300, N = FILL + 2 };
+    float *M = vec_alloc(N, D), *q = vec_alloc(1, D);
+    const float s = 1.0f / 127; /* every row's largest component is 1 (dim 0): scale 1/127 */
+    for (int trial = 0; trial < 20; trial++) {
+        int sign[D], base[D];
+        q[0] = 0;
+        sign[0] = 1;
+        for (int i = 1; i < D; i++) {
+            int v = 50 + (int)((frand() + 1) * 38.5f); /* 50 .. 127 */
+            sign[i] = frand() < 0 ? -1 : 1;
+            q[i] = (float)(sign[i] * (i == 1 ? 127 : v)) / 127;
+            base[i] = (int)((frand() + 1) * 2.5f) - 2; /* -2 .. 2 */
+        }
+        float *up = M + (size_t)FILL * D, *down = up + D;
+        up[0] = down[0] = 1.0f;
+        for (int i = 1; i < D; i++) {
+            up[i] = s * ((float)base[i] + 0.499f * (float)sign[i]);
+            down[i] = s * ((float)base[i] + (i % 2 ? 0.501f : -0.499f) * (float)sign[i]);
+        }
+        for (int r = 0; r < FILL; r++) {
+            M[(size_t)r * D] = 1.0f;
+            for (int i = 1; i < D; i++)
+                M[(size_t)r * D + i] = -q[i] * s * (1 + frand() * 0.5f);
+        }
+        struct vec_q8 *z = vec_q8_build(M, N, D);
+        int row;
+        float score;
+        CHECK_INT(vec_topk(M, N, D, q, 1, NULL, NULL, &row, &score), 1);
+        CHECK_INT(row, FILL); /* the trap is set: "up" is the true best */
+        check_q8_same(z, M, N, D, q, 1, NULL, NULL);
+        vec_q8_free(z);
+    }
+    vec_free(q);
+    vec_free(M);
+}
+
+/* The same trap on the query's side: the rows' codes are exact and every component of the
+ * query but one lies 0.499 of a step past its code, in the direction of row "up"'s codes.
+ * The int8 scores favour "down" by about 1,000 steps, more than the row term of the bound
+ * covers; the true scores favour "up". Only the query term of the bound keeps "up". */
+static void test_q8_adversarial_query(void)
+{
+    enum { D = 128, FILL = 300, N = FILL + 2 };
+    float *M = vec_alloc(N, D), *q = vec_alloc(1, D);
+    for (int trial = 0; trial < 20; trial++) {
+        float *up = M + (size_t)FILL * D, *down = up + D;
+        q[0] = 0, q[1] = 1.0f; /* max |q| = 1: t = 1/127, and q[1] has no error */
+        up[0] = down[0] = 1.0f;  /* every row's scale: 1/127 */
+        up[1] = 0, down[1] = 58.0f / 127;
+        for (int i = 2; i < D; i++) {
+            float sg = frand() < 0 ? -1.0f : 1.0f;
+            q[i] = sg * 1.499f / 127; /* code 1, error +0.499 t towards sg */
+            up[i] = sg * 100.0f / 127;
+            down[i] = sg * 50.0f / 127;
+        }
+        for (int r = 0; r < FILL; r++) {
+            M[(size_t)r * D] = 1.0f;
+            for (int i = 1; i < D; i++)
+                M[(size_t)r * D + i] = -q[i] * (0.5f + 0.25f * frand());
+        }
+        struct vec_q8 *z = vec_q8_build(M, N, D);
+        int row;
+        float score;
+        CHECK_INT(vec_topk(M, N, D, q, 1, NULL, NULL, &row, &score), 1);
+        CHECK_INT(row, FILL);
+        check_q8_same(z, M, N, D, q, 1, NULL, NULL);
+        vec_q8_free(z);
+    }
+    vec_free(q);
+    vec_free(M);
+}
+
 int main(void)
 {
     CHECK(vec_free(NULL) == NULL);
@@ -253,7 +465,19 @@ int main(void)
         test_topk_suite();
         test_topk_edges();
         test_batch();
+        /* each integer kernel this CPU has, under this float kernel */
+        enum vec_q8_kernel qk[3] = {VEC_Q8_PORTABLE, VEC_Q8_AVX2, VEC_Q8_VNNI};
+        for (int j = 0; j < 3; j++)
+            if (vec_q8_kernel_set(qk[j]) == qk[j]) {
+                test_q8();
+                test_q8_adversarial();
+                test_q8_adversarial_query();
+                test_q8_batch();
+            }
+        vec_q8_kernel_set(VEC_Q8_VNNI);
     }
+    fprintf(stderr, "q8: %d comparisons with vec_topk\n", q8_compared);
+    CHECK(q8_compared > 0);
     test_kernels_agree();
     CHECK(vec_alloc(SIZE_MAX / 2, 4) == NULL);
     CHECK_DONE();
