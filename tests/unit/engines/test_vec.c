@@ -373,6 +373,30 @@ static void test_q8_batch(void)
     vec_free(M);
 }
 
+/* The two traps below: row "up" (TRAP_FILL) and row "down" after it among filler rows that
+ * point away from q (largest component 1 in dim 0, as the trap rows); the trap rows are not
+ * among the last N % 8, so the vector code bounds them. vec_topk must rank "up" first (the
+ * trap is set) and vec_topk_q8 must agree with it. */
+enum { TRAP_D = 128, TRAP_FILL = 300, TRAP_N = TRAP_FILL + 7 };
+
+static void trap_check(float *M, const float *q, float fill_scale, float fill_spread)
+{
+    for (int r = 0; r < TRAP_N; r++) {
+        if (r == TRAP_FILL || r == TRAP_FILL + 1)
+            continue;
+        M[(size_t)r * TRAP_D] = 1.0f;
+        for (int i = 1; i < TRAP_D; i++)
+            M[(size_t)r * TRAP_D + i] = -q[i] * fill_scale * (1 + frand() * fill_spread);
+    }
+    struct vec_q8 *z = vec_q8_build(M, TRAP_N, TRAP_D);
+    int row;
+    float score;
+    CHECK_INT(vec_topk(M, TRAP_N, TRAP_D, q, 1, NULL, NULL, &row, &score), 1);
+    CHECK_INT(row, TRAP_FILL);
+    check_q8_same(z, M, TRAP_N, TRAP_D, q, 1, NULL, NULL);
+    vec_q8_free(z);
+}
+
 /* Rows built so the int8 pre-scan ranks them the wrong way round by almost the whole error
  * bound: every code of row "up" is rounded down by 0.499 of a step in the direction of the
  * query's component, every code of row "down" up by 0.499, half of its codes one step higher.
@@ -381,8 +405,8 @@ static void test_q8_batch(void)
  * its row term, returns "down"). Filler rows point away from the query. */
 static void test_q8_adversarial(void)
 {
-    enum { D = 128, FILL = 300, N = FILL + 2 };
-    float *M = vec_alloc(N, D), *q = vec_alloc(1, D);
+    enum { D = TRAP_D, FILL = TRAP_FILL };
+    float *M = vec_alloc(TRAP_N, D), *q = vec_alloc(1, D);
     const float s = 1.0f / 127; /* every row's largest component is 1 (dim 0): scale 1/127 */
     for (int trial = 0; trial < 20; trial++) {
         int sign[D], base[D];
@@ -400,18 +424,7 @@ static void test_q8_adversarial(void)
             up[i] = s * ((float)base[i] + 0.499f * (float)sign[i]);
             down[i] = s * ((float)base[i] + (i % 2 ? 0.501f : -0.499f) * (float)sign[i]);
         }
-        for (int r = 0; r < FILL; r++) {
-            M[(size_t)r * D] = 1.0f;
-            for (int i = 1; i < D; i++)
-                M[(size_t)r * D + i] = -q[i] * s * (1 + frand() * 0.5f);
-        }
-        struct vec_q8 *z = vec_q8_build(M, N, D);
-        int row;
-        float score;
-        CHECK_INT(vec_topk(M, N, D, q, 1, NULL, NULL, &row, &score), 1);
-        CHECK_INT(row, FILL); /* the trap is set: "up" is the true best */
-        check_q8_same(z, M, N, D, q, 1, NULL, NULL);
-        vec_q8_free(z);
+        trap_check(M, q, s, 0.5f);
     }
     vec_free(q);
     vec_free(M);
@@ -423,8 +436,8 @@ static void test_q8_adversarial(void)
  * covers; the true scores favour "up". Only the query term of the bound keeps "up". */
 static void test_q8_adversarial_query(void)
 {
-    enum { D = 128, FILL = 300, N = FILL + 2 };
-    float *M = vec_alloc(N, D), *q = vec_alloc(1, D);
+    enum { D = TRAP_D, FILL = TRAP_FILL };
+    float *M = vec_alloc(TRAP_N, D), *q = vec_alloc(1, D);
     for (int trial = 0; trial < 20; trial++) {
         float *up = M + (size_t)FILL * D, *down = up + D;
         q[0] = 0, q[1] = 1.0f; /* max |q| = 1: t = 1/127, and q[1] has no error */
@@ -436,18 +449,7 @@ static void test_q8_adversarial_query(void)
             up[i] = sg * 100.0f / 127;
             down[i] = sg * 50.0f / 127;
         }
-        for (int r = 0; r < FILL; r++) {
-            M[(size_t)r * D] = 1.0f;
-            for (int i = 1; i < D; i++)
-                M[(size_t)r * D + i] = -q[i] * (0.5f + 0.25f * frand());
-        }
-        struct vec_q8 *z = vec_q8_build(M, N, D);
-        int row;
-        float score;
-        CHECK_INT(vec_topk(M, N, D, q, 1, NULL, NULL, &row, &score), 1);
-        CHECK_INT(row, FILL);
-        check_q8_same(z, M, N, D, q, 1, NULL, NULL);
-        vec_q8_free(z);
+        trap_check(M, q, 0.5f, 0.5f);
     }
     vec_free(q);
     vec_free(M);
