@@ -305,6 +305,9 @@ static void faults_init(void)
         return;
     done = true;
     sqlite3_config(SQLITE_CONFIG_LOG, sqlite_log_cb, NULL);
+    /* no allocation statistics: nothing reads them, and keeping them takes a process-wide mutex
+     * on every SQLite malloc and free, which the loop and every worker contend for */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     *(void **)&fiu_fail_fn = dlsym(RTLD_DEFAULT, "fiu_fail");
     if (fiu_fail_fn == NULL || sqlite3_config(SQLITE_CONFIG_GETMALLOC, &mem_base) != SQLITE_OK)
         return;
