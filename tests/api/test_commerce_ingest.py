@@ -1005,7 +1005,9 @@ def test_rollup_runs_that_caught_up_are_paced(w):
     with w.db() as c:
         c.executemany("INSERT INTO cm_events(tenant_id, event_id, type, timestamp, session_id,"
                       " source_id, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    wait_rollups_clean(w, t["id"], timeout=120)
+    # the job threads are niced below everything else on the machine: on a host that is busy
+    # with other work a 600,000-event day waits its turn
+    wait_rollups_clean(w, t["id"], timeout=300)
     end = time.time() + 8
     k = 0
     while time.time() < end:  # each record marks the day dirty again
@@ -1016,7 +1018,7 @@ def test_rollup_runs_that_caught_up_are_paced(w):
         assert r.status_code == 202, r.text
         k += 1
         time.sleep(0.05)
-    wait_rollups_clean(w, t["id"], timeout=120)
+    wait_rollups_clean(w, t["id"], timeout=300)
     runs = w.rows("SELECT created_at, started_at, finished_at, result FROM jobs WHERE"
                   " tenant_id = ? AND kind = 'commerce.rollup' AND status = 'completed'"
                   " ORDER BY created_at", t["id"])
