@@ -263,10 +263,11 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     if (mailer_new(app->loop, app->db, &mc, &app->mailer, err, errlen) < 0)
         return -EINVAL;
     /* Requests: twice the CPUs, at least 4, so heavy reads still find a thread while others
-     * run (the threads are niced below the loop). Background work (jobs, re-evaluations) has
-     * its own threads, niced below those: a rollup of a busy day or a training run takes
-     * seconds, and neither a thread nor a request worker's share of the CPU goes to it while
-     * requests want them; a job waiting on the loop in job_write holds only its own thread. */
+     * run (the threads are niced below the loop). Background work (rollups, exports, training,
+     * re-evaluations) has its own threads, niced below those: a rollup of a busy day or a
+     * training run takes seconds, and neither a thread nor a request worker's share of the CPU
+     * goes to it while requests want them. A batch's processing is the rest of its request
+     * (the client polls its status): that kind runs on the request workers (foreground). */
     int ncpu = (int)uv_available_parallelism();
     int workers = cfg->workers ? cfg->workers : (ncpu * 2 > 4 ? ncpu * 2 : 4);
     int bg = cfg->job_workers ? cfg->job_workers : (ncpu > 2 ? ncpu : 2);
@@ -274,6 +275,7 @@ static int serve_open(struct serve_state *st, char *err, size_t errlen)
     pool_new(app->loop, bg, 1024, POOL_NICE_BACKGROUND, app->db_path, &app->bg_pool);
     pool_prefer_loop_thread();
     jobs_new(app->loop, app->db, app->bg_pool, job_kinds, job_kinds_count, &app->jobs);
+    jobs_set_foreground_pool(app->jobs, app->pool);
     jobs_set_tenant_cap(app->jobs, app->cfg->max_jobs_per_tenant);
     jobs_on_finish(app->jobs, jobs_finished, app);
     jobs_on_commit(app->jobs, jobs_committed, app);

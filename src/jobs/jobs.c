@@ -41,7 +41,8 @@ struct jobs {
     struct write_req *wq;        /* under mu: waiting to be applied */
     struct write_req *applied;   /* loop only: applied, waiting for the commit */
     pthread_cond_t wq_cond;
-    struct pool *pool;
+    struct pool *pool;           /* background kinds */
+    struct pool *fg_pool;        /* foreground kinds, or NULL: pool */
     const struct job_kind *kinds;
     size_t nkinds;
     atomic_bool cancel;
@@ -399,6 +400,16 @@ static void job_done(struct pool_task *t, int status)
     run_free(r);
 }
 
+static struct pool *kind_pool(const struct jobs *j, const struct job_kind *k)
+{
+    return k->foreground && j->fg_pool ? j->fg_pool : j->pool;
+}
+
+void jobs_set_foreground_pool(struct jobs *j, struct pool *pool)
+{
+    j->fg_pool = pool;
+}
+
 static int job_start(struct jobs *j, const char *id, const char *tenant, const struct job_kind *k,
                      const char *params, const char *checkpoint)
 {
@@ -421,7 +432,7 @@ static int job_start(struct jobs *j, const char *id, const char *tenant, const s
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
     int rc = exec_stmt(st);
     if (rc == 0)
-        rc = pool_submit(j->pool, &r->task);
+        rc = pool_submit(kind_pool(j, k), &r->task);
     if (rc < 0) {
         run_free(r);
         return rc;
@@ -453,15 +464,16 @@ static void rescue_sweep(struct jobs *j)
         return;
     }
     sqlite3_stmt *q = db_stmt(j->db, SQL_STRANDED);
-    int started = 0, room = pool_room(j->pool);
+    int started = 0;
     while (q && sqlite3_step(q) == SQLITE_ROW) {
         const char *id = col_or_empty(q, 0);
         const struct job_kind *k = kind_find(j, col_or_empty(q, 2));
         if (k == NULL || run_live(j, id))
             continue;
         const unsigned char *cp = sqlite3_column_text(q, 4);
-        if (started == room || job_start(j, id, col_or_empty(q, 1), k, col_or_empty(q, 3),
-                                         cp ? (const char *)cp : NULL) < 0) {
+        if (pool_room(kind_pool(j, k)) == 0 ||
+            job_start(j, id, col_or_empty(q, 1), k, col_or_empty(q, 3),
+                      cp ? (const char *)cp : NULL) < 0) {
             j->rescue_due = j->rescue_more = true; /* the pool is full: soon, the rest */
             break;
         }

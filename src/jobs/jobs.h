@@ -30,6 +30,10 @@ struct job_kind {
      * max_attempts; leave what it tracks in a final state (a commerce batch: failed), so no
      * client waits on it for ever. */
     int (*abandon)(struct db *db, const char *tenant_id, const char *params);
+    /* Runs on the foreground pool (jobs_set_foreground_pool) rather than the background one:
+     * the rest of a request a client is waiting on (a batch's processing), which must not wait
+     * for spare CPU as rollups, exports and training do. */
+    bool foreground;
 };
 
 struct job_run {
@@ -56,6 +60,8 @@ typedef void (*jobs_finish_fn)(void *arg, const char *tenant_id, const char *job
 /* loop may be NULL (no job_write: tests of the job table alone). */
 int jobs_new(uv_loop_t *loop, struct db *db, struct pool *pool, const struct job_kind *kinds,
              size_t nkinds, struct jobs **ret);
+/* The pool foreground kinds run on (the request workers); without it they use jobs_new's. */
+void jobs_set_foreground_pool(struct jobs *j, struct pool *pool);
 /* Caps the queued + running jobs of one tenant, all kinds together (0, the default: only each
  * kind's max_active_per_tenant). So one tenant cannot fill the pool's queue for all. */
 void jobs_set_tenant_cap(struct jobs *j, int max);

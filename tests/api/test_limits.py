@@ -426,8 +426,11 @@ def test_desk_export_range(w):
 # ---------------------------------------------------------------- jobs per tenant
 
 def test_jobs_per_tenant(tmp_path):
-    """One job worker, held by a long training run: every job submitted after it waits in the
-    queue, so the tenant's queued + running count is exactly what the test submitted."""
+    """One job worker, held by a long training run, then batches: a batch's processing runs on
+    the request workers and takes several loop round trips (its start, its chunks, its end),
+    so the one-record batches are still active when the next request arrives, and the tenant's
+    queued + running count is what the test submitted. (A batch that finished early would let
+    the over-cap one in: the test would fail, never pass wrongly.)"""
     data = str(tmp_path)
     tenant(data, "Jobs", "jobs.example")
     user(data, "jobs.example", "admin@jobs.example", "admin")

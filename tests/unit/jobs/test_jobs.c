@@ -107,6 +107,7 @@ static const struct job_kind kinds[] = {
     {"wait", kind_wait, 5, 3},
     {"writer", kind_writer, 5, 3},
     {"flaky", kind_flaky, 5, 3},
+    {"sum_fg", kind_sum, 2, 3, NULL, true},
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
@@ -347,6 +348,48 @@ static void test_rescue_backlog(uv_loop_t *loop)
     teardown(loop, db, pool, j);
 }
 
+/* Foreground kinds run on the foreground pool: one finishes while the one background thread
+ * is held by a job that waits for cancel, and a background job queued behind that one waits. */
+static void test_foreground_pool(uv_loop_t *loop)
+{
+    struct db *db;
+    char err[256], w[UUID_STR_LEN], fg[UUID_STR_LEN], bg[UUID_STR_LEN], v[256];
+    CHECK_INT(db_open(path, false, 250, &db, err, sizeof(err)), 0);
+    struct pool *back, *front;
+    CHECK_INT(pool_new(loop, 1, 8, 19, path, &back), 0);
+    CHECK_INT(pool_new(loop, 1, 8, 10, path, &front), 0);
+    struct jobs *j;
+    jobs_new(loop, db, back, kinds, NKINDS, &j);
+    jobs_set_foreground_pool(j, front);
+    jobs_on_finish(j, on_finish, NULL);
+    finished = 0;
+    CHECK_INT(jobs_submit(j, "tf", "wait", "{}", w), 0);
+    CHECK_INT(jobs_submit(j, "tf", "sum", "{\"n\":10}", bg), 0);
+    CHECK_INT(jobs_submit(j, "tf", "sum_fg", "{\"n\":20}", fg), 0);
+    db_tick_commit(db);
+    run_until(loop, db, 1);
+    CHECK_INT(finished, 1);
+    sqlite3 *h = db_handle(db);
+    CHECK_STR(col(h, fg, "status", v, sizeof(v)), "completed");
+    CHECK_STR(col(h, fg, "result", v, sizeof(v)), "{\"sum\":210}");
+    /* handed to the background pool ("running" in the table), waiting behind "wait" */
+    CHECK_STR(col(h, bg, "result", v, sizeof(v)), "");
+    CHECK(strcmp(col(h, bg, "status", v, sizeof(v)), "completed") != 0);
+    jobs_cancel_all(j);
+    jobs_stop_writes(j);
+    pool_stop(back);
+    pool_stop(front);
+    db_tick_commit(db);
+    pool_close_handles(back);
+    pool_close_handles(front);
+    jobs_close_handles(j);
+    uv_run(loop, UV_RUN_DEFAULT);
+    pool_free(back);
+    pool_free(front);
+    jobs_free(j);
+    db_close(db);
+}
+
 int main(void)
 {
     if (mkdtemp(dir) == NULL)
@@ -359,6 +402,7 @@ int main(void)
     test_bounded_queue(&loop);
     test_job_write(&loop);
     test_rescue_backlog(&loop);
+    test_foreground_pool(&loop);
     uv_loop_close(&loop);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
