@@ -1700,33 +1700,10 @@ static void scan_pass_q8(struct rs_model *m, struct rs_scan **batch, int nq)
     }
 }
 
-/* Runs one pass for the waiting requests at the head of the queue (scan_mu held on entry and
- * on return, released meanwhile). A request's top k is the prefix of its top max-k, so one
- * k serves the batch. */
-static void scan_pass(struct rs_model *m)
+/* The pass over V in float: one k, the batch's largest, serves every query (a request's top k
+ * is the prefix of its top max-k). */
+static void scan_pass_float(struct rs_model *m, struct rs_scan **batch, int nq, int k)
 {
-    struct rs_scan *batch[VEC_MAX_BATCH];
-    int nq = 0, k = 1;
-    while (m->scan_head && nq < VEC_MAX_BATCH) {
-        struct rs_scan *s = m->scan_head;
-        m->scan_head = s->next;
-        if (m->scan_head == NULL)
-            m->scan_tail = &m->scan_head;
-        batch[nq++] = s;
-        if (s->k > k)
-            k = s->k;
-    }
-    m->scanning++;
-    pthread_mutex_unlock(&m->scan_mu);
-    if (m->Vq) {
-        scan_pass_q8(m, batch, nq);
-        pthread_mutex_lock(&m->scan_mu);
-        for (int i = 0; i < nq; i++)
-            batch[i]->done = true;
-        m->scanning--;
-        pthread_cond_broadcast(&m->scan_cv);
-        return;
-    }
     float *Q = vec_alloc((size_t)nq, (size_t)m->dim);
     struct vec_query qs[VEC_MAX_BATCH];
     int32_t rows[VEC_MAX_BATCH * RS_MAX_COUNT];
@@ -1743,15 +1720,39 @@ static void scan_pass(struct rs_model *m)
     }
     double ms = mono_msf() - t0;
     vec_free(Q);
-    pthread_mutex_lock(&m->scan_mu);
     for (int i = 0; i < nq; i++) {
         struct rs_scan *s = batch[i];
         s->n = counts[i] < s->k ? counts[i] : s->k;
         memcpy(s->rows, rows + (size_t)i * (size_t)k, sizeof(int32_t) * (size_t)s->n);
         memcpy(s->scores, sc + (size_t)i * (size_t)k, sizeof(float) * (size_t)s->n);
         s->ms = ms;
-        s->done = true;
     }
+}
+
+/* Runs one pass for the waiting requests at the head of the queue (scan_mu held on entry and
+ * on return, released meanwhile); each waits, holding its rs_scan, until marked done. */
+static void scan_pass(struct rs_model *m)
+{
+    struct rs_scan *batch[VEC_MAX_BATCH];
+    int nq = 0, k = 1;
+    while (m->scan_head && nq < VEC_MAX_BATCH) {
+        struct rs_scan *s = m->scan_head;
+        m->scan_head = s->next;
+        if (m->scan_head == NULL)
+            m->scan_tail = &m->scan_head;
+        batch[nq++] = s;
+        if (s->k > k)
+            k = s->k;
+    }
+    m->scanning++;
+    pthread_mutex_unlock(&m->scan_mu);
+    if (m->Vq)
+        scan_pass_q8(m, batch, nq);
+    else
+        scan_pass_float(m, batch, nq, k);
+    pthread_mutex_lock(&m->scan_mu);
+    for (int i = 0; i < nq; i++)
+        batch[i]->done = true;
     m->scanning--;
     pthread_cond_broadcast(&m->scan_cv);
 }
