@@ -736,20 +736,14 @@ static void q8_query_block(struct q8_query *w, const struct vec_q8 *z, int base,
             continue;
         if (h != h) /* a row that is not finite: no bound, always rescored */
             l = -INFINITY, h = INFINITY;
-        if (l > w->theta || w->llen < w->k) {
-            if (w->skip && w->skip(w->arg, r))
-                continue;
-            struct vec_cand cd = {l, r};
-            if (w->llen < w->k) {
-                w->lheap[w->llen] = cd;
-                heap_sift_up(w->lheap, w->llen++);
-            } else if (cand_worse(w->lheap[0], cd)) {
-                w->lheap[0] = cd;
-                heap_sift_down(w->lheap, w->llen, 0);
-            }
-            if (w->llen == w->k)
-                w->theta = w->lheap[0].score;
-        }
+        /* the k best lower bounds of the rows not skipped (a skipped row stays a candidate;
+         * the rescoring skips it) */
+        struct topk lt = {w->lheap, w->llen, w->k};
+        int32_t row = r;
+        topk_offer(&lt, &l, &row, 0, 1, w->skip, w->arg);
+        w->llen = lt.len;
+        if (w->llen == w->k)
+            w->theta = w->lheap[0].score;
         w->ok = cands_push(&w->c, h, r);
     }
 }
