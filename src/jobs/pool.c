@@ -31,6 +31,7 @@ struct pool {
     struct pool_task *qhead, *qtail;       /* waiting */
     struct pool_task *dhead, *dtail;       /* done, for the loop */
     int queued, queue_max, running;
+    uint64_t backlog_since_ns;             /* when the queue last went from empty to not; 0: empty */
     bool stopping;
     int nthreads, nice;
     pthread_t *threads;
@@ -112,7 +113,8 @@ static void *worker_loop(void *arg)
         if (p->qhead == NULL && p->stopping)
             break;
         struct pool_task *t = pop(&p->qhead, &p->qtail);
-        p->queued--;
+        if (--p->queued == 0)
+            p->backlog_since_ns = 0;
         p->running++;
         pthread_mutex_unlock(&p->mu);
         t->status = 0;
@@ -206,7 +208,8 @@ int pool_submit(struct pool *p, struct pool_task *t)
     if (r == 0) {
         t->queued_ns = clock_mono_ns();
         push(&p->qhead, &p->qtail, t);
-        p->queued++;
+        if (p->queued++ == 0)
+            p->backlog_since_ns = t->queued_ns;
         p->stats.submitted++;
         pthread_cond_signal(&p->cv);
     } else {
@@ -216,13 +219,14 @@ int pool_submit(struct pool *p, struct pool_task *t)
     return r;
 }
 
-uint64_t pool_wait_ns(struct pool *p)
+struct pool_backlog pool_backlog(struct pool *p)
 {
     pthread_mutex_lock(&p->mu);
-    uint64_t since = p->qhead ? p->qhead->queued_ns : 0;
+    uint64_t oldest = p->qhead ? p->qhead->queued_ns : 0, since = p->backlog_since_ns;
     pthread_mutex_unlock(&p->mu);
     uint64_t now = clock_mono_ns();
-    return since && now > since ? now - since : 0;
+    return (struct pool_backlog){oldest && now > oldest ? now - oldest : 0,
+                                 since && now > since ? now - since : 0};
 }
 
 void pool_stop(struct pool *p)
@@ -236,6 +240,7 @@ void pool_stop(struct pool *p)
     struct pool_task *cancel = p->qhead;
     p->qhead = p->qtail = NULL;
     p->queued = 0;
+    p->backlog_since_ns = 0;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->nthreads; i++)

@@ -48,8 +48,14 @@ void pool_stop(struct pool *p);
 void pool_close_handles(struct pool *p);
 struct pool *pool_free(struct pool *p);
 struct pool_stats pool_stats(struct pool *p);
-/* How long the oldest task still waiting for a worker has waited (0 when none waits). */
-uint64_t pool_wait_ns(struct pool *p);
+/* The queue now: how long the oldest task still waiting for a worker has waited, and how long
+ * tasks have been waiting without a break, the queue never empty (both 0 when none waits). A
+ * queue that empties often is a burst being drained; one that stands is a pool that does not
+ * keep up, whatever its oldest task's wait (CoDel's "standing queue"). */
+struct pool_backlog {
+    uint64_t wait_ns, standing_ns;
+};
+struct pool_backlog pool_backlog(struct pool *p);
 /* How many more tasks pool_submit would take now (only the submitting loop thread adds). */
 int pool_room(struct pool *p);
 int pool_size(const struct pool *p);

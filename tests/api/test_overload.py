@@ -190,6 +190,75 @@ def test_pool_routes_are_shed_while_the_pool_is_backed_up():
         s.stop()
 
 
+def closed_loop_logins(port, clients, seconds):
+    """clients connections, each logging in back to back for seconds: the statuses, and the
+    Retry-After of every 503."""
+    body = json.dumps({"email": "admin@load.example", "password": accounts.PASSWORD})
+    login = ("POST /api/v1/auth/login HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+             f"\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
+    out, lock = [], threading.Lock()
+    end = time.monotonic() + seconds
+
+    def run():
+        k = rawhttp.connect(port, timeout=120)
+        try:
+            while time.monotonic() < end:
+                k.sendall(login)
+                status, headers, _, _ = rawhttp.read_response(k)
+                with lock:
+                    out.append((status, headers.get("retry-after")))
+        finally:
+            k.close()
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_pool_queue_that_never_empties_is_shed_before_any_request_waited_the_bound():
+    """Twelve clients log in back to back on one worker: each has one request out, so the
+    queue holds about eleven logins and the oldest has waited about eleven logins' time, about
+    a third of --shed-queue-ms (set to thirty). The backlog is in the clients, where the server
+    cannot count it; what it sees is a queue that has not emptied for half the bound with waits
+    past a fifth of it, and it sheds logins (503 + Retry-After) so that clients back off. Two
+    clients (a wait of one login, and a queue that empties each time one starts) are never
+    shed."""
+    s = Server("--workers", "1", "--shed-queue-ms", "0", "--shed-wait-ms", "0",
+               "--rate-limit", "auth=1000000/60", "--rate-limit", "default=1000000/60")
+    api = Api(s)
+    try:
+        admin_token(s, api)
+        out = closed_loop_logins(s.port, 1, 2.0)
+        login_s = 2.0 / len(out)
+    finally:
+        api.close()
+        s.stop()
+    bound_ms = max(150, int(30 * login_s * 1000))
+    seconds = max(3.0, 40 * login_s)
+    for clients, shed_wanted in ((2, False), (12, True)):
+        s = Server("--workers", "1", "--shed-queue-ms", str(bound_ms), "--shed-wait-ms", "0",
+                   "--rate-limit", "auth=1000000/60", "--rate-limit", "default=1000000/60")
+        api = Api(s)
+        try:
+            admin_token(s, api)
+            out = closed_loop_logins(s.port, clients, seconds)
+        finally:
+            api.close()
+            s.stop()
+        shed = [ra for st, ra in out if st == 503]
+        assert all(st in (200, 503) for st, _ in out), sorted(set(st for st, _ in out))
+        assert all(ra == "1" for ra in shed), shed
+        assert sum(st == 200 for st, _ in out) >= clients, out
+        what = f"{clients} clients, {len(out)} logins, {login_s:.3f} s each alone"
+        if shed_wanted:
+            assert shed, f"{what}: none shed"
+        else:
+            assert not shed, f"{what}: {len(shed)} shed"
+
+
 def test_requests_that_waited_too_long_for_a_worker_are_shed_unrun():
     """One worker, 40 logins queued at once and no shedding at submit (--shed-queue-ms 0):
     each login whose turn comes after it has waited --shed-wait-ms is answered 503 +

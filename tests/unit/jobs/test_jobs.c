@@ -1,4 +1,5 @@
-/* Unit tests for the worker pool and durable jobs: run, fail, bounded queue, checkpoint, recovery. */
+/* Unit tests for the worker pool and durable jobs: run, fail, bounded queue, backlog, checkpoint,
+ * recovery. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -276,6 +277,65 @@ static void test_bounded_queue(uv_loop_t *loop)
     pool_free(pool);
 }
 
+/* A task that holds its worker until its gate opens; running says it started. */
+struct gated {
+    struct pool_task t;
+    atomic_bool open, running;
+};
+
+static void gated_work(struct pool_task *t, struct pool_worker *w)
+{
+    (void)w;
+    struct gated *g = (struct gated *)t;
+    atomic_store(&g->running, true);
+    while (!atomic_load(&g->open))
+        usleep(1000);
+}
+
+static void gated_wait_running(struct gated *g)
+{
+    while (!atomic_load(&g->running))
+        usleep(1000);
+}
+
+#define MS 1000000u
+
+/* pool_backlog: the oldest waiting task's wait, and how long the queue has held a task without
+ * a break, which outlives any one task's wait while the queue never empties (what dispatch
+ * sheds on when connections, not the queue bound, limit how long the queue gets). */
+static void test_backlog(uv_loop_t *loop)
+{
+    struct pool *pool;
+    CHECK_INT(pool_new(loop, 1, 8, 10, NULL, &pool), 0);
+    struct gated x = {.t = {.work = gated_work, .done = noop_done}};
+    struct gated b = {.t = {.work = gated_work, .done = noop_done}};
+    struct gated c = {.t = {.work = gated_work, .done = noop_done}};
+    atomic_store(&c.open, true);
+    struct pool_backlog z = pool_backlog(pool);
+    CHECK(z.wait_ns == 0 && z.standing_ns == 0);
+    CHECK_INT(pool_submit(pool, &x.t), 0);
+    gated_wait_running(&x); /* the worker is held: what follows waits */
+    CHECK_INT(pool_submit(pool, &b.t), 0);
+    usleep(60 * 1000);
+    CHECK_INT(pool_submit(pool, &c.t), 0);
+    struct pool_backlog q = pool_backlog(pool);
+    CHECK(q.wait_ns >= 60 * MS && q.standing_ns >= q.wait_ns);
+    atomic_store(&x.open, true); /* b runs; c still waits: the queue never emptied */
+    gated_wait_running(&b);
+    usleep(20 * 1000);
+    struct pool_backlog s = pool_backlog(pool);
+    CHECK(s.wait_ns >= 20 * MS && s.wait_ns < s.standing_ns);
+    CHECK(s.standing_ns >= 80 * MS);
+    atomic_store(&b.open, true); /* c runs: nothing waits */
+    gated_wait_running(&c);
+    struct pool_backlog e = pool_backlog(pool);
+    CHECK(e.wait_ns == 0 && e.standing_ns == 0);
+    pool_stop(pool);
+    pool_close_handles(pool);
+    uv_run(loop, UV_RUN_DEFAULT);
+    pool_free(pool);
+}
+
 /* Stops and frees what a test with a loop-driven pool and jobs made. */
 static void teardown(uv_loop_t *loop, struct db *db, struct pool *pool, struct jobs *j)
 {
@@ -400,6 +460,7 @@ int main(void)
     test_run_and_fail(&loop);
     test_recovery(&loop);
     test_bounded_queue(&loop);
+    test_backlog(&loop);
     test_job_write(&loop);
     test_rescue_backlog(&loop);
     test_foreground_pool(&loop);
