@@ -79,6 +79,9 @@ const struct config_opt config_opts[] = {
     OPT("recs-q8-min-items", CFG_INT, recs_q8_min_items, 0, 2000000000, "1024", NULL,
         CMD_SERVE, "catalogs of at least this many items keep an int8 copy of the item matrix "
         "(a quarter of its size) that speeds up the exact scan; answers are the same (0: never)"),
+    OPT("recs-exact-index-min-items", CFG_INT, recs_exact_index_min_items, 0, 2000000000,
+        "10000", NULL, CMD_SERVE, "catalogs of at least this many items get a cluster index that "
+        "finds the exact top k while scoring a few rows; answers are the same (0: never)"),
     OPT("recs-ann-probe-pct", CFG_INT, recs_ann_probe_pct, 1, 100, "2", NULL, CMD_SERVE,
         "share (%) of an IVF index's lists a search scans: more is slower and misses less"),
     OPT("rate-limit", CFG_LIST, rate_limits, 0, 0, NULL, NULL, CMD_SERVE,

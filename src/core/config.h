@@ -41,6 +41,7 @@ struct config {
     int recs_quota_starter, recs_quota_pro, recs_quota_enterprise; /* monthly api calls, 0 = unlimited */
     int recs_ann_min_items;  /* items from which a model gets an IVF index (0: never) */
     int recs_q8_min_items;   /* items from which a model keeps an int8 copy of V (0: never) */
+    int recs_exact_index_min_items; /* items from which the exact search has its cluster index */
     int recs_ann_probe_pct;  /* % of the index's lists a search scans */
     double demo_scale;       /* --demo commerce and recs sizes times this */
     struct config_list cors_origins, rate_limits;

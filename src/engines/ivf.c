@@ -102,6 +102,90 @@ static int kmeans(const float *M, int d, const int32_t *sample, int m, int nlist
     return 0;
 }
 
+/* The float at or above x (a bound must not round down). */
+static float round_up(double x)
+{
+    float f = (float)x;
+    return (double)f < x ? nextafterf(f, INFINITY) : f;
+}
+
+static double dist(const float *a, const float *b, int d)
+{
+    double s = 0;
+    for (int j = 0; j < d; j++) {
+        double t = (double)a[j] - (double)b[j];
+        s += t * t;
+    }
+    return sqrt(s);
+}
+
+struct slot {
+    float rn;
+    int32_t row;
+};
+
+static int slot_cmp(const void *a, const void *b) /* the largest rn first, ties by row */
+{
+    const struct slot *x = a, *y = b;
+    if (x->rn != y->rn)
+        return x->rn > y->rn ? -1 : 1;
+    return (x->row > y->row) - (x->row < y->row);
+}
+
+/* Each list's positions from the largest distance to the centroid down, and the norms the exact
+ * search's rounding allowance is scaled by. */
+static int order_lists(struct ivf *ix)
+{
+    int d = ix->d;
+    struct slot *s = malloc(sizeof *s * (size_t)(ix->n ? ix->n : 1));
+    float *P = vec_alloc((size_t)ix->n, (size_t)d);
+    if (!s || !P) {
+        free(s), vec_free(P);
+        return -ENOMEM;
+    }
+    double xmax = 0, cmax = 0;
+    for (int l = 0; l < ix->nlist; l++) {
+        const float *c = ix->C + (size_t)l * (size_t)d;
+        double cn = 0;
+        for (int j = 0; j < d; j++)
+            cn += (double)c[j] * (double)c[j];
+        if (sqrt(cn) > cmax)
+            cmax = sqrt(cn);
+        int a = ix->off[l], b = ix->off[l + 1];
+        for (int p = a; p < b; p++) {
+            const float *x = ix->P + (size_t)p * (size_t)d;
+            double xn = 0;
+            for (int j = 0; j < d; j++)
+                xn += (double)x[j] * (double)x[j];
+            if (sqrt(xn) > xmax)
+                xmax = sqrt(xn);
+            s[p] = (struct slot){round_up(dist(x, c, d)), ix->rows[p]};
+            s[p].rn = s[p].rn != s[p].rn ? INFINITY : s[p].rn; /* NaN row: never pruned */
+        }
+        qsort(s + a, (size_t)(b - a), sizeof *s, slot_cmp);
+    }
+    /* rows[] is position -> row; P is rebuilt in the new order from the old positions */
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)(ix->n ? ix->n : 1));
+    if (pos == NULL) {
+        free(s), vec_free(P);
+        return -ENOMEM;
+    }
+    for (int p = 0; p < ix->n; p++)
+        pos[ix->rows[p]] = p;
+    for (int p = 0; p < ix->n; p++) {
+        memcpy(P + (size_t)p * (size_t)d, ix->P + (size_t)pos[s[p].row] * (size_t)d,
+               sizeof(float) * (size_t)d);
+        ix->rows[p] = s[p].row;
+        ix->rn[p] = s[p].rn;
+    }
+    vec_free(ix->P);
+    ix->P = P;
+    ix->xmax = round_up(xmax);
+    ix->cmax = round_up(cmax);
+    free(pos), free(s);
+    return 0;
+}
+
 /* Every row to its nearest centroid; lists laid out contiguously in P. */
 static int assign(struct ivf *ix, const float *M)
 {
@@ -147,16 +231,21 @@ int ivf_build(struct ivf *ix, const float *M, int n, int d, int nlist, int iters
     ix->P = vec_alloc((size_t)n, (size_t)d);
     ix->off = malloc(sizeof(int32_t) * ((size_t)nlist + 1));
     ix->rows = malloc(sizeof(int32_t) * (size_t)n);
+    ix->rn = malloc(sizeof(float) * (size_t)n);
     struct rng r;
     rng_seed(&r, seed, 0x1f);
     long m = (long)nlist * IVF_SAMPLE_PER_LIST;
     if (m > n)
         m = n;
-    int32_t *sample = ix->C && ix->P && ix->off && ix->rows ? sample_rows(n, (int)m, &r) : NULL;
+    int32_t *sample = ix->C && ix->P && ix->off && ix->rows && ix->rn
+                          ? sample_rows(n, (int)m, &r)
+                          : NULL;
     int rc = sample ? kmeans(M, d, sample, (int)m, nlist, iters, &r, ix->C) : -ENOMEM;
     free(sample);
     if (rc == 0)
         rc = assign(ix, M);
+    if (rc == 0)
+        rc = order_lists(ix);
     if (rc < 0)
         ivf_free(ix);
     return rc;
@@ -168,13 +257,14 @@ void ivf_free(struct ivf *ix)
     vec_free(ix->P);
     free(ix->off);
     free(ix->rows);
+    free(ix->rn);
     memset(ix, 0, sizeof *ix);
 }
 
 size_t ivf_bytes(const struct ivf *ix)
 {
     return ((size_t)ix->nlist + (size_t)ix->n) * (size_t)ix->d * sizeof(float) +
-           ((size_t)ix->nlist + 1 + (size_t)ix->n) * sizeof(int32_t);
+           ((size_t)ix->nlist + 1 + (size_t)ix->n) * sizeof(int32_t) + (size_t)ix->n * sizeof(float);
 }
 
 int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
@@ -209,5 +299,95 @@ int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
     if (scored)
         *scored = seen;
     free(order), free(acc);
+    return n;
+}
+
+/* ---------- exact search ---------- */
+
+struct list_bound {
+    double ub; /* q·c + |q| * the list's largest rn */
+    int l;
+};
+
+static int bound_cmp(const void *a, const void *b) /* the highest bound first, ties by list */
+{
+    const struct list_bound *x = a, *y = b;
+    if (x->ub != y->ub)
+        return x->ub > y->ub ? -1 : 1;
+    return (x->l > y->l) - (x->l < y->l);
+}
+
+#define EXACT_CHUNK 32 /* rows scored between looks at the k-th best score */
+
+/* The first position in [p, end) whose bound uc + qn * rn + slack is below theta (end if none):
+ * rn falls along a list, so the bounds do too. */
+static int first_below(const float *rn, int p, int end, double uc, double qn, double slack,
+                       double theta)
+{
+    int lo = p, hi = end;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (uc + qn * (double)rn[mid] + slack < theta)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+int ivf_topk_exact(const struct ivf *ix, const float *q, int k, int max_scored,
+                   bool (*skip)(void *arg, int row), void *arg, int *out_rows,
+                   float *out_scores, int *scored)
+{
+    if (scored)
+        *scored = 0;
+    if (k <= 0 || ix->n <= 0)
+        return 0;
+    int d = ix->d, nlist = ix->nlist;
+    struct list_bound *lb = malloc(sizeof *lb * (size_t)nlist);
+    double *uc = malloc(sizeof *uc * (size_t)nlist);
+    struct vec_acc *acc = malloc(sizeof *acc);
+    if (!lb || !uc || !acc) {
+        free(lb), free(uc), free(acc);
+        return -1;
+    }
+    vec_acc_init(acc, k);
+    /* Every float dot of d terms is within d 2^-24 |a||b| of the real one; four such terms
+     * (the row's score, q·c, |q|, the sum) at twice that cover the bound's rounding. NaN in q
+     * makes every comparison false: nothing is pruned, and the scan is vec_topk's. */
+    double qn = vec_norm(q, d);
+    double slack = 8.0 * d * 0x1p-24 * qn * ((double)ix->xmax + (double)ix->cmax) * 1.0001;
+    for (int l = 0; l < nlist; l++) {
+        uc[l] = vec_dot(ix->C + (size_t)l * (size_t)d, q, d);
+        int a = ix->off[l];
+        lb[l] = (struct list_bound){ix->off[l + 1] > a ? uc[l] + qn * (double)ix->rn[a] : -INFINITY, l};
+    }
+    qsort(lb, (size_t)nlist, sizeof *lb, bound_cmp);
+    int seen = 0, rc = 0;
+    for (int i = 0; i < nlist && rc == 0; i++) {
+        int l = lb[i].l, p = ix->off[l], end = ix->off[l + 1];
+        bool full = acc->len == acc->k;
+        if (full && lb[i].ub + slack < (double)acc->heap[0].score)
+            break; /* this list and every later one cannot reach the k-th best */
+        while (p < end) {
+            int stop = end;
+            if (acc->len == acc->k)
+                stop = first_below(ix->rn, p, end, uc[l], qn, slack, acc->heap[0].score);
+            if (stop == p)
+                break;
+            int m = stop - p < EXACT_CHUNK ? stop - p : EXACT_CHUNK;
+            vec_acc_scan(acc, ix->P + (size_t)p * (size_t)d, m, d, q, ix->rows + p, skip, arg);
+            seen += m;
+            p += m;
+            if (max_scored > 0 && seen > max_scored) {
+                rc = -1;
+                break;
+            }
+        }
+    }
+    int n = rc == 0 ? vec_acc_emit(acc, out_rows, out_scores) : -1;
+    if (scored)
+        *scored = seen;
+    free(lb), free(uc), free(acc);
     return n;
 }

@@ -16,6 +16,9 @@ struct ivf {
     int32_t *off;      /* nlist + 1: list l holds positions off[l] .. off[l+1]-1 */
     int32_t *rows;     /* n: the matrix row at each position */
     float *P;          /* n x d: the rows in position order (vec_alloc) */
+    float *rn;         /* n: |row - its list's centroid|, rounded up; within a list the
+                        * positions go from the largest rn down (ties by row) */
+    float xmax, cmax;  /* the largest row norm and centroid norm, rounded up */
 };
 
 /* Lists for n rows: about 2 sqrt(n), at least 1. */
@@ -36,4 +39,17 @@ size_t ivf_bytes(const struct ivf *ix);
 int ivf_topk(const struct ivf *ix, const float *q, int k, int nprobe,
              bool (*skip)(void *arg, int row), void *arg, int *out_rows, float *out_scores,
              int *scored);
+
+/* The exact top k, vec_topk's answer to the bit (rows, scores, ties by row, skips, NaN rows
+ * left out), found by scoring only rows that can reach it: a row x of a list with centroid c
+ * has q·x = q·c + q·(x−c) <= q·c + |q| |x−c|. Lists go in decreasing order of that bound at
+ * their largest |x−c|, rows within a list from the largest |x−c| down, and a list or the rest
+ * of one stops as soon as its bound, plus the float kernels' rounding, falls below the k-th
+ * best score kept. Trained item vectors lie in clusters and most rows are never scored.
+ * max_scored > 0: give up (-1) once that many rows were scored, for a caller with a cheaper
+ * full scan to fall back on when the data has no such clusters. -1 too without memory;
+ * *scored (may be NULL) gets the rows scored either way. */
+int ivf_topk_exact(const struct ivf *ix, const float *q, int k, int max_scored,
+                   bool (*skip)(void *arg, int row), void *arg, int *out_rows,
+                   float *out_scores, int *scored);
 #endif

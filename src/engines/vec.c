@@ -98,6 +98,21 @@ __attribute__((target("avx2,fma"))) static void dots4_avx2(const float *M, int d
     _mm_storeu_ps(out, sum);
 }
 
+/* One row by dots4_avx2's arithmetic for that row (one accumulator, the same pairwise sum), so
+ * that a row's score does not depend on whether it fell in a group of four: an index that scores
+ * rows in another order (ivf_topk_exact) gets vec_topk's scores to the bit. d % 8 == 0. */
+__attribute__((target("avx2,fma"))) static float dot1_avx2(const float *row, const float *q,
+                                                           int d)
+{
+    __m256 s = _mm256_setzero_ps();
+    for (int i = 0; i < d; i += 8)
+        s = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(q + i), s);
+    __m256 a = _mm256_hadd_ps(s, s);
+    __m256 c = _mm256_hadd_ps(a, a);
+    __m128 sum = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+    return _mm_cvtss_f32(sum);
+}
+
 __attribute__((target("avx2,fma"))) static void dots_avx2(const float *M, int rows, int d,
                                                           const float *q, float *out)
 {
@@ -115,7 +130,7 @@ __attribute__((target("avx2,fma"))) static void dots_avx2(const float *M, int ro
          * scan, an explicit hint a few rows ahead helps it across page boundaries */
         if (r + 4 < rows)
             _mm_prefetch((const char *)(row + 4 * d), _MM_HINT_T0);
-        out[r] = dot_avx2(row, q, d);
+        out[r] = d % 8 == 0 && d > 0 ? dot1_avx2(row, q, d) : dot_avx2(row, q, d);
     }
 }
 #endif
@@ -514,23 +529,14 @@ static void q8_dots(enum vec_q8_kernel k, const struct vec_q8 *z, int base, int 
     q8_dots_portable(z, base, rows, v, out);
 }
 
-/* Row r's score exactly as vec_topk computes it: the four-row kernel for rows in a group of
- * four (every row but the last n % 4 when d is a multiple of 8), else the one-row kernel. */
+/* Row r's score exactly as vec_topk computes it (dots: every row by the same arithmetic,
+ * wherever it falls in a block). */
 static float row_score(const float *M, int n, int d, const float *q, int r)
 {
-#if VEC_HAVE_X86
-    if (vec_kernel_get() == VEC_KERNEL_AVX2) {
-        if (d % 8 == 0 && d > 0 && r < n - n % 4) {
-            float o[4];
-            int g = r & ~3;
-            dots4_avx2(M + (size_t)g * (size_t)d, d, q, o);
-            return o[r - g];
-        }
-        return dot_avx2(M + (size_t)r * (size_t)d, q, d);
-    }
-#endif
     (void)n;
-    return dot_portable(M + (size_t)r * (size_t)d, q, d);
+    float s;
+    dots(M + (size_t)r * (size_t)d, 1, d, q, &s);
+    return s;
 }
 
 struct vec_q8 *vec_q8_build(const float *M, int n, int d)

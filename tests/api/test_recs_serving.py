@@ -119,9 +119,11 @@ def world(tmp_path_factory):
     for n in t:
         user(data, f"{n}.example", f"dev@{n}.example", "developer")
     user(data, "acme.example", "viewer@acme.example", "viewer")
-    # the exact scan through the int8 pre-scan (the default from 1,024 items) on these small
-    # catalogs: every ranking below is checked against numpy
-    s = Server("--rate-limit", "recs=1000000/60", "--recs-q8-min-items", "1", data=data)
+    # the exact search through the cluster index (the default from 10,000 items), and the
+    # int8 copy it would fall back on (from 1,024), on these small catalogs: every ranking
+    # below is checked against numpy (test_the_int8_scan_... checks the scan on its own)
+    s = Server("--rate-limit", "recs=1000000/60", "--recs-q8-min-items", "1",
+               "--recs-exact-index-min-items", "1", data=data)
     w = World(data, s, t)
     for n in t:
         w.tok[n] = bearer(login(w.api, f"dev@{n}.example")["access_token"])
@@ -226,6 +228,7 @@ def test_content_model_before_training(world):
     want, u, vecs = expected_content(w, "acme", "u-audio")
     same_ranking(got, want)
     assert "content-pop-0 int8 copy: " in w.server.stderr()
+    assert "content-pop-0 exact index: " in w.server.stderr()
     for r in got:
         v = vecs[r["item_id"]]
         cos = float(u @ v / np.linalg.norm(v))
@@ -572,7 +575,43 @@ def test_ml_metrics_exposition(world):
                         le="+Inf") == scans
     rate = metric_value(text, "ml_embedding_cache_hit_rate", tenant_id=tid)
     assert 0 < rate < 1
+    # every personalized ranking went through the exact index: rows it scored, as a share of
+    # a scan's, and none gave up on a catalog this small
+    share = metric_value(text, "ml_exact_index_rows_scored_share", tenant_id=tid,
+                         model_version="content-pop-0")
+    assert 0 < share <= 1
+    assert metric_value(text, "ml_exact_index_gave_up_share", tenant_id=tid,
+                        model_version="content-pop-0") == 0
     promtool_ok(text)
+
+
+def test_the_int8_scan_serves_catalogs_below_the_index_size(tmp_path):
+    """Without the cluster index (--recs-exact-index-min-items above the catalog), the exact
+    top k comes from the scan through the int8 copy: the same ranking numpy computes."""
+    data = str(tmp_path)
+    t = {"solo": tenant(data, "Solo", "solo.example", "--plan", "enterprise")}
+    user(data, "solo.example", "dev@solo.example", "developer")
+    s = Server("--rate-limit", "recs=1000000/60", "--recs-q8-min-items", "1",
+               "--recs-exact-index-min-items", "1000", data=data)
+    w = World(data, s, t)
+    try:
+        w.tok["solo"] = bearer(login(w.api, "dev@solo.example")["access_token"])
+        w.keys["solo:internal"] = w.key("solo", ["internal"])
+        w.items("solo", catalog())
+        w.events("solo", [{"user_id": "u-k", "item_id": "kitchen-1", "interaction_type": "like"},
+                          {"user_id": "u-k", "item_id": "garden-2", "interaction_type": "view"}])
+        for body, kw in (({"user_id": "u-k", "count": 10}, {}),
+                         ({"user_id": "u-k", "count": 7, "filters": {"categories": ["garden"]}},
+                          {"count": 7, "categories": ["garden"]})):
+            got = w.rec("solo", body)["recommendations"]
+            want, _, _ = expected_content(w, "solo", "u-k", **kw)
+            same_ranking(got, want)
+        err_text = s.stderr()
+        assert "content-pop-0 int8 copy: " in err_text
+        assert "exact index" not in err_text
+    finally:
+        w.api.close()
+        s.stop()
 
 
 # ---------------------------------------------------------------- rate limit and quota

@@ -161,6 +161,7 @@ static void model_free(struct rs_model *m)
     free(m->blob);
     free(m->pop);
     ivf_free(&m->ivf);
+    ivf_free(&m->xix);
     pthread_mutex_destroy(&m->pop_mu);
     pthread_mutex_destroy(&m->scan_mu);
     pthread_cond_destroy(&m->scan_cv);
@@ -293,6 +294,9 @@ static int ann_min_items, ann_probe_pct = 2; /* both set by rs_init from the con
  * thousand a float scan is already short. */
 static int q8_min_items = 1024;
 
+/* Catalogs from this many items get the exact search's cluster index (rs_init; 0 = never). */
+static int exact_min_items = 10000;
+
 /* The IVF index of a large catalog: about 2 sqrt(n) lists, ann_probe_pct of them probed;
  * seeded by the version, so a version always gets the same index. Without memory for it the
  * model is served by the exact scan. */
@@ -313,6 +317,24 @@ static void index_build(struct rs_model *m)
         m->nprobe = 1;
     log_msg(LOG_INFO, "recs: %s index: %d lists, %d probed, built in %.0f ms", m->version,
             m->ivf.nlist, m->nprobe, mono_msf() - t0);
+}
+
+/* The exact search's index: about sqrt(n) lists (a centroid scan of 40 KB at 100k x 128),
+ * seeded by the version. Without memory for it the model is served by the scan. */
+static void exact_index_build(struct rs_model *m)
+{
+    if (exact_min_items <= 0 || m->n < exact_min_items || m->V == NULL || m->ivf.n > 0)
+        return;
+    double t0 = mono_msf();
+    int nlist = (int)lround(sqrt((double)m->n));
+    if (ivf_build(&m->xix, m->V, m->n, m->dim, nlist < 1 ? 1 : nlist, RS_IVF_ITERS,
+                  fnv1a(m->version) ^ 0x9e3779b97f4a7c15ull) < 0) {
+        log_msg(LOG_WARN, "recs: no memory for the exact index of %s; serving it by scan",
+                m->version);
+        return;
+    }
+    log_msg(LOG_INFO, "recs: %s exact index: %d lists, built in %.0f ms", m->version,
+            m->xix.nlist, mono_msf() - t0);
 }
 
 static int model_finish(struct rs_model *m, struct loading *L)
@@ -365,6 +387,7 @@ static int model_finish(struct rs_model *m, struct loading *L)
             return -ENOMEM;
     }
     index_build(m);
+    exact_index_build(m);
     if (m->ivf.n == 0 && q8_min_items > 0 && n >= q8_min_items) {
         m->Vq = vec_q8_build(m->V, n, m->dim); /* NULL (no memory): the float scan alone */
         if (m->Vq)
@@ -374,7 +397,7 @@ static int model_finish(struct rs_model *m, struct loading *L)
     m->bytes = sizeof *m + ((size_t)n + (size_t)m->nusers) * (size_t)m->dim * sizeof(float) +
                (size_t)n * (sizeof(char *) * 2 + sizeof(int32_t) * 3 + sizeof(int64_t) * 2) +
                (size_t)m->nusers * sizeof(int32_t) * 3 + strbytes + ivf_bytes(&m->ivf) +
-               vec_q8_bytes(m->Vq);
+               ivf_bytes(&m->xix) + vec_q8_bytes(m->Vq);
     return 0;
 }
 
@@ -1804,12 +1827,36 @@ static void index_search(struct rs_model *m, const float *u, int k, struct skipc
     a->ann_checked = true;
 }
 
+/* The exact top k through the cluster index (ivf_topk_exact: the scan's answer to the bit). It
+ * gives up past an eighth of the rows, where the int8 scan costs less: false, and the caller
+ * scans. */
+static bool exact_search(struct rs_model *m, const float *u, int k, struct skipctx *s,
+                         struct rs_scan *me)
+{
+    int limit = m->n / 8 > 64 * k ? m->n / 8 : 64 * k, scored;
+    double t0 = mono_msf();
+    int n = ivf_topk_exact(&m->xix, u, k, limit, skip_row, s, me->rows, me->scores, &scored);
+    me->ms = mono_msf() - t0;
+    atomic_fetch_add(&m->x_searches, 1);
+    atomic_fetch_add(&m->x_scored, (uint_fast64_t)scored);
+    if (n < 0) {
+        atomic_fetch_add(&m->x_gave_up, 1);
+        return false;
+    }
+    me->n = n;
+    return true;
+}
+
 static void rank_vector(struct rs_model *m, const struct rs_query *q, const float *u,
                         struct skipctx *s, struct rs_answer *a)
 {
     struct rs_scan me = {.u = u, .k = q->count, .skip = s};
     if (m->ivf.n > 0) {
         index_search(m, u, q->count, s, &me, a);
+        rank_finish(m, q, u, &me, a);
+        return;
+    }
+    if (m->xix.n > 0 && exact_search(m, u, q->count, s, &me)) {
         rank_finish(m, q, u, &me, a);
         return;
     }
@@ -1870,10 +1917,11 @@ int rs_recommend(sqlite3 *db, struct rs_model *m, const struct rs_query *q, stru
 
 /* ---------- lifecycle ---------- */
 
-void rs_init(int ann_min, int probe_pct, int q8_min)
+void rs_init(int ann_min, int probe_pct, int q8_min, int exact_min)
 {
     ann_min_items = ann_min;
     q8_min_items = q8_min;
+    exact_min_items = exact_min;
     ann_probe_pct = probe_pct;
     vec_kernel_get(); /* choose the kernel once, before workers race to */
     long c = sysconf(_SC_NPROCESSORS_ONLN);

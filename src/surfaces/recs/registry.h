@@ -78,6 +78,10 @@ struct rs_model {
     struct ivf ivf;
     int nprobe;
     atomic_uint_fast64_t ann_queries, ann_hits, ann_total;
+    /* the exact search's index over V (xix.n == 0: none), and how it did: searches, rows they
+     * scored, searches that gave up for the full scan (the clusters did not prune) */
+    struct ivf xix;
+    atomic_uint_fast64_t x_searches, x_scored, x_gave_up;
     /* scans waiting for a pass over V: concurrent requests share one (see rank_vector) */
     pthread_mutex_t scan_mu;
     pthread_cond_t scan_cv;
@@ -91,8 +95,9 @@ int32_t rs_item_row(const struct rs_model *m, const char *item_id);
 
 /* ---- lifecycle ---- */
 /* Catalogs from ann_min_items get an IVF index (0: never), searched over probe_pct % of its
- * lists. */
-void rs_init(int ann_min_items, int probe_pct, int q8_min_items);
+ * lists; without it, from q8_min_items an int8 copy of V, and from exact_min_items the exact
+ * search's cluster index (0: never, for either). */
+void rs_init(int ann_min_items, int probe_pct, int q8_min_items, int exact_min_items);
 void rs_shutdown(void);               /* drops every model and user state */
 
 /* The model to serve tenant_id with: version NULL = the tenant's current one as stored (the

@@ -54,7 +54,7 @@ static struct {
     bool ready_running;
     /* the section 7 ML families */
     struct metric_family *quality, *train_seconds, *train_loss, *hit_rate, *ann_seconds,
-        *ann_recall, *per_request;
+        *ann_recall, *per_request, *exact_scored, *exact_gave_up;
 } S;
 
 /* ---------- metrics ---------- */
@@ -95,6 +95,15 @@ static void metrics_register(struct metrics *m)
                                  "sampled searches (one in 1024 also runs the exact scan) since the "
                                  "model was loaded",
                                  2, r);
+    S.exact_scored = metrics_gauge(m, "ml_exact_index_rows_scored_share",
+                                   "Rows an exact search through the cluster index scored, as a "
+                                   "share of the rows a scan scores, since the model was loaded",
+                                   2, r);
+    S.exact_gave_up = metrics_gauge(m, "ml_exact_index_gave_up_share",
+                                    "Share of exact searches through the cluster index that gave "
+                                    "up for the scan (past an eighth of the rows), since the model "
+                                    "was loaded",
+                                    2, r);
     S.per_request = metrics_histogram(m, "ml_recommendations_per_request",
                                       "Recommendations returned per request", 1, t, count_buckets,
                                       (int)(sizeof count_buckets / sizeof count_buckets[0]));
@@ -127,6 +136,14 @@ static void metrics_after_request(const char *tenant, const struct rs_model *m,
         index_size_label(m->n, size);
         const char *av[] = {tenant, size};
         metric_observe(S.ann_seconds, av, a->scan_ms / 1000.0);
+    }
+    uint_fast64_t searches = atomic_load(&((struct rs_model *)m)->x_searches);
+    if (a->personalized && !a->cache_hit && searches > 0 && m->n > 0) {
+        const char *rv[] = {tenant, m->version};
+        double scored = (double)atomic_load(&((struct rs_model *)m)->x_scored);
+        metric_set(S.exact_scored, rv, scored / ((double)searches * (double)m->n));
+        metric_set(S.exact_gave_up, rv,
+                   (double)atomic_load(&((struct rs_model *)m)->x_gave_up) / (double)searches);
     }
     uint_fast64_t total = atomic_load(&((struct rs_model *)m)->ann_total);
     if (a->ann_checked && total > 0) {
@@ -335,7 +352,7 @@ int recs_serving_start(struct app *app)
 {
     S.app = app;
     rs_init(app->cfg->recs_ann_min_items, app->cfg->recs_ann_probe_pct,
-            app->cfg->recs_q8_min_items);
+            app->cfg->recs_q8_min_items, app->cfg->recs_exact_index_min_items);
     metrics_register(app->metrics);
     uv_timer_init(app->loop, &S.ready_timer);
     S.started = true;
