@@ -21,8 +21,8 @@
 #define MAX_FLUSH_ROUNDS 16
 #define STREAM_CHUNK (64 * 1024)
 /* Connections the kernel queues before accept: the most Linux takes by default (somaxconn).
- * Two thousand clients connecting in the same second overflowed 1024 in the soak, and each
- * dropped SYN costs its client a retransmit (1 s, then 3 s) that no server figure shows. */
+ * The soak opens 2,000 client connections at once beside 1,000 slow ones; a SYN dropped from a
+ * full queue costs its client a retransmit (1 s, then 3 s) that no server figure shows. */
 #define LISTEN_BACKLOG 4096
 #define STREAM_QUEUE (256 * 1024)   /* file bytes in flight to one client */
 #define WRITE_HIGH (256 * 1024)     /* unsent response bytes past which a connection takes no
