@@ -186,6 +186,12 @@ static void dots(const float *M, int rows, int d, const float *q, float *out)
     dots_portable(M, rows, d, q, out);
 }
 
+void vec_dots(const float *M, int rows, int d, const float *q, float *out)
+{
+    if (rows > 0 && d > 0)
+        dots(M, rows, d, q, out);
+}
+
 float vec_norm(const float *a, int d)
 {
     return sqrtf(vec_dot(a, a, d));

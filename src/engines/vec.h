@@ -16,6 +16,9 @@ float vec_dot(const float *a, const float *b, int d);
 /* ||a||; and a scaled to unit length in place (left as is when its norm is 0). Return the
  * norm before scaling. */
 float vec_norm(const float *a, int d);
+/* out[r] = M[r] · q for the rows of M (rows x d, row-major), by vec_topk's kernel: the scores
+ * vec_topk ranks, to the bit. */
+void vec_dots(const float *M, int rows, int d, const float *q, float *out);
 float vec_normalize(float *a, int d);
 
 /* The k rows of M (n rows of d floats each, row-major) with the largest M[row] · q, best
