@@ -109,6 +109,14 @@ static float round_up(double x)
     return (double)f < x ? nextafterf(f, INFINITY) : f;
 }
 
+static double norm_d(const float *a, int d) /* in double: a bound's inputs */
+{
+    double s = 0;
+    for (int j = 0; j < d; j++)
+        s += (double)a[j] * (double)a[j];
+    return sqrt(s);
+}
+
 static double dist(const float *a, const float *b, int d)
 {
     double s = 0;
@@ -146,19 +154,11 @@ static int order_lists(struct ivf *ix)
     double xmax = 0, cmax = 0;
     for (int l = 0; l < ix->nlist; l++) {
         const float *c = ix->C + (size_t)l * (size_t)d;
-        double cn = 0;
-        for (int j = 0; j < d; j++)
-            cn += (double)c[j] * (double)c[j];
-        if (sqrt(cn) > cmax)
-            cmax = sqrt(cn);
+        cmax = fmax(cmax, norm_d(c, d));
         int a = ix->off[l], b = ix->off[l + 1];
         for (int p = a; p < b; p++) {
             const float *x = ix->P + (size_t)p * (size_t)d;
-            double xn = 0;
-            for (int j = 0; j < d; j++)
-                xn += (double)x[j] * (double)x[j];
-            if (sqrt(xn) > xmax)
-                xmax = sqrt(xn);
+            xmax = fmax(xmax, norm_d(x, d));
             s[p] = (struct slot){round_up(dist(x, c, d)), ix->rows[p]};
             s[p].rn = s[p].rn != s[p].rn ? INFINITY : s[p].rn; /* NaN row: never pruned */
         }
