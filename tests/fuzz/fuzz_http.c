@@ -59,9 +59,10 @@ static void check_framing(struct request *req)
             hosts++;
         } else if (strcasecmp(name, "Content-Length") == 0) {
             const char *v = trim(req, value);
+            const char *digits = v + strspn(v, "0"); /* 1*DIGIT: leading zeros are allowed */
             lengths++;
-            must(v[0] && strspn(v, "0123456789") == strlen(v) && strlen(v) < 19);
-            declared = atoll(v);
+            must(v[0] && strspn(v, "0123456789") == strlen(v) && strlen(digits) < 19);
+            declared = atoll(digits);
         } else if (strcasecmp(name, "Transfer-Encoding") == 0) {
             codings++;
             must(strcasecmp(trim(req, value), "chunked") == 0);
