@@ -220,13 +220,16 @@ static int step_route(struct hctx *h, struct route_match *m)
  * --max-inflight requests being handled (waiting for or running on the pool, or waiting for the
  * tick's commit); past it a request of that class is answered 503 with Retry-After before any
  * work is spent on it. A pool route is also shed while the pool is backed up: the oldest
- * request waiting for a worker has waited --shed-queue-ms, or a fifth of it in a queue that
- * has not emptied for half of it. That is the pool falling behind, whatever the count; a burst
+ * request waiting for a worker has waited --shed-queue-ms, or a quarter of it in a queue that
+ * has not emptied for all of it. That is the pool falling behind, whatever the count; a burst
  * the workers will drain in a moment is not (a count alone shed a thousand requests of a
  * 10-minute soak at 80% of capacity). The second form is for clients with one request out per
  * connection: at 3x capacity in the soak, 700 such clients kept 700 requests queued that had
  * waited 0.4-0.8 s each, never the bound, while the rest of the backlog grew in the clients
- * (to 23 s), where no server count can see it. The loop then does a bounded amount of real work per iteration, so
+ * (to 23 s), where no server count can see it. The standing queue must have lasted the whole
+ * bound: with half of it (and waits past a fifth), half-second stalls of the whole process on a
+ * busy host shed 132 requests of the 80% soak. The loop then does a bounded amount of real work
+ * per iteration, so
  * latency stays bounded under any offered load and the probes (RF_NO_SHED) keep answering.
  * One bound for both would let a backlog on the pool (reports, scans) shed the loop's point
  * reads and writes too, which cost the pool nothing and would not have made it drain faster. */
@@ -237,7 +240,7 @@ static bool pool_backed_up(const struct app *app)
         return false;
     uint64_t bound = (uint64_t)ms * 1000000u;
     struct pool_backlog b = pool_backlog(app->pool);
-    return b.wait_ns > bound || (b.standing_ns > bound / 2 && b.wait_ns > bound / 5);
+    return b.wait_ns > bound || (b.standing_ns > bound && b.wait_ns > bound / 4);
 }
 
 /* A request refused to shed load: 503 with Retry-After, and counted for shed_log rather than

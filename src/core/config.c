@@ -37,7 +37,7 @@ const struct config_opt config_opts[] = {
         "requests handled at once, per class (loop, pool); past it 503 with Retry-After"),
     OPT("shed-queue-ms", CFG_INT, shed_queue_ms, 0, 3600000, "1000", NULL, CMD_SERVE,
         "pool routes get 503 while the oldest request waiting for a worker has waited this long, "
-        "or a fifth of it with the queue not empty for half of it (0: only --max-inflight)"),
+        "or a quarter of it with the queue not empty for all of it (0: only --max-inflight)"),
     OPT("shed-wait-ms", CFG_INT, shed_wait_ms, 0, 3600000, "5000", NULL, CMD_SERVE,
         "a request that waited this long for a worker gets 503 when its turn comes, unrun "
         "(0: never)"),
